@@ -1,0 +1,299 @@
+"""The Redis bus contract between the relayer and everything that reads what it writes.
+
+Every Redis key and channel name of StocKing, and the codecs of the payloads that travel on
+them, live here and only here (DESIGN.md section 2). The relayer, the API and the fills worker
+are deployed separately, so these names are an interface: `tests/relayer/test_bus.py` pins the
+literal strings, and a change here is a protocol change.
+
+Nothing in this module does I/O. It must never import anything else from `relayer/`: the API
+imports this module alone.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+DEFAULT_NAMESPACE = "stocking"
+
+# KRX instrument code: "A" + 6 characters; newer codes carry letters (A0080G0, say).
+INSTRUMENT_CODE = re.compile(r"A[0-9A-Z]{6}")
+
+# Field name of the quote JSON inside a `NS:ticks` stream entry.
+STREAM_QUOTE_FIELD = "q"
+
+
+class CommandType(StrEnum):
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+    RESYNC = "resync"
+
+
+class RelayerState(StrEnum):
+    STANDBY = "standby"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+
+
+@dataclass(frozen=True, slots=True)
+class BusNames:
+    """Key and channel names under one namespace. Build one per process and pass it down."""
+
+    ns: str = DEFAULT_NAMESPACE
+
+    def quote(self, code: str) -> str:
+        """String key with the latest quote JSON of one instrument (TTL)."""
+        return f"{self.ns}:quote:{code}"
+
+    def tick_channel(self, code: str) -> str:
+        """Pub/sub channel carrying every new quote of one instrument."""
+        return f"{self.ns}:ticks:{code}"
+
+    @property
+    def tick_channel_pattern(self) -> str:
+        """PSUBSCRIBE pattern matching every instrument's tick channel."""
+        return f"{self.ns}:ticks:*"
+
+    @property
+    def tick_stream(self) -> str:
+        """Capped stream with one entry per trade print (field `q`)."""
+        return f"{self.ns}:ticks"
+
+    @property
+    def desired_subscriptions(self) -> str:
+        """Set of topics that should be subscribed upstream (written by the API)."""
+        return f"{self.ns}:subs:desired"
+
+    @property
+    def active_subscriptions(self) -> str:
+        """Hash topic -> JSON {sub_id, since} of what is subscribed upstream right now."""
+        return f"{self.ns}:subs:active"
+
+    @property
+    def commands(self) -> str:
+        """Pub/sub channel of subscription commands (nudges) from the API to the relayer."""
+        return f"{self.ns}:cmd"
+
+    def command_result(self, command_id: str) -> str:
+        """List holding the one result of a command (the API BLPOPs it)."""
+        return f"{self.ns}:cmd:result:{command_id}"
+
+    @property
+    def relayer_health(self) -> str:
+        """Hash with the active relayer's health, refreshed every second, short TTL."""
+        return f"{self.ns}:relayer:health"
+
+    @property
+    def relayer_leader(self) -> str:
+        """Lease string: only its holder holds the upstream connection."""
+        return f"{self.ns}:relayer:leader"
+
+
+COMMAND_RESULT_TTL_S = 300
+
+
+@dataclass(frozen=True, slots=True)
+class TopicTemplate:
+    """Upstream topic names for instrument codes, e.g. `/topic/v1/kr/stock/trade/{code}`.
+
+    The desired set holds full topics. Operators may name a bare code (`A000660`), which is
+    expanded here; a full topic is accepted only if it is this template around a valid code, so
+    a typo never reaches the upstream (where a failed SUBSCRIBE kills the whole connection).
+    """
+
+    template: str
+
+    def __post_init__(self) -> None:
+        if self.template.count("{code}") != 1:
+            raise ValueError("topic template must contain {code} exactly once")
+
+    def topic(self, code_or_topic: str) -> str:
+        """The full topic for a bare code or a full topic; raises ValueError if it is neither."""
+        candidate = code_or_topic.strip()
+        if INSTRUMENT_CODE.fullmatch(candidate):
+            return self.template.replace("{code}", candidate)
+        if self.code(candidate) is None:
+            raise ValueError(
+                f"{code_or_topic!r} is neither an instrument code (A + 6 characters, "
+                f"e.g. A005930) nor a topic of the form {self.template!r}"
+            )
+        return candidate
+
+    def code(self, topic: str) -> str | None:
+        """The instrument code inside a topic of this template, or None."""
+        prefix, _, suffix = self.template.partition("{code}")
+        if not (topic.startswith(prefix) and topic.endswith(suffix)):
+            return None
+        code = topic[len(prefix) : len(topic) - len(suffix)]
+        return code if INSTRUMENT_CODE.fullmatch(code) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Quote
+
+
+@dataclass(slots=True)
+class Quote:
+    """The latest trade of one instrument as every process sees it.
+
+    Prices and amounts are integer KRW; rates are decimal strings; times are ISO 8601 UTC strings
+    ending in `Z` (`ts`: when the trade printed upstream; `received_at`: when the relayer read it).
+    `seq` increases with every tick a relayer reads, across restarts (section "seq" in
+    docs/RELAYER.md); the durable identity of a tick is its stream entry id.
+    """
+
+    code: str
+    price: int
+    base: int
+    change: int
+    change_rate: str
+    change_type: str
+    volume: int
+    cum_volume: int
+    cum_amount: int
+    trade_type: str
+    trading_strength: str | None
+    open: int
+    high: int
+    low: int
+    session: str | None
+    exchange: str | None
+    currency: str
+    ts: str
+    received_at: str
+    seq: int
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)  # orjson serialises slotted dataclasses natively, in field order
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Quote:
+        data = orjson.loads(raw)
+        return cls(**{name: data.get(name) for name in _QUOTE_FIELDS})
+
+
+_QUOTE_FIELDS = tuple(Quote.__dataclass_fields__)
+
+
+# --------------------------------------------------------------------------------------------
+# Commands and their results
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A nudge from the API: the desired set is already updated, please converge now."""
+
+    type: CommandType
+    topic: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    ts: str = field(default_factory=lambda: format_utc(datetime.now(UTC)))
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Command:
+        """Decode a command; raises ValueError for anything that is not a well-formed one."""
+        data = orjson.loads(raw)
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
+            raise ValueError("command must be an object with a non-empty string id")
+        topic = data.get("topic")
+        if topic is not None and not isinstance(topic, str):
+            raise ValueError("command topic must be a string")
+        return cls(
+            type=CommandType(str(data.get("type"))),
+            topic=topic,
+            id=data["id"],
+            ts=str(data.get("ts") or ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    id: str
+    ok: bool
+    topic: str | None
+    message: str
+    active: int
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> CommandResult:
+        data = orjson.loads(raw)
+        return cls(
+            id=data["id"],
+            ok=bool(data["ok"]),
+            topic=data.get("topic"),
+            message=str(data.get("message", "")),
+            active=int(data.get("active", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveSubscription:
+    """Value of one field of `NS:subs:active`."""
+
+    sub_id: str
+    since: str
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ActiveSubscription:
+        data = orjson.loads(raw)
+        return cls(sub_id=str(data["sub_id"]), since=str(data["since"]))
+
+
+# Fields of the `NS:relayer:health` hash. Every value is a string (Redis hash semantics).
+HEALTH_FIELDS = (
+    "state",
+    "upstream",
+    "instance",
+    "pid",
+    "host",
+    "started_at",
+    "connected_at",
+    "last_tick_at",
+    "ticks_total",
+    "malformed_total",
+    "dropped_total",
+    "reconnects",
+    "subscriptions",
+    "rejected_topics",
+    "updated_at",
+)
+
+
+def decode_health(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
+    """Decode the health hash into typed values (missing fields are None)."""
+    text = {_text(k): _text(v) for k, v in raw.items()}
+    health: dict[str, Any] = {name: text.get(name) for name in HEALTH_FIELDS}
+    for name in ("pid", "ticks_total", "malformed_total", "dropped_total", "reconnects",
+                 "subscriptions"):
+        if health[name] is not None:
+            health[name] = int(health[name])
+    health["rejected_topics"] = orjson.loads(health["rejected_topics"] or "[]")
+    return health
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def format_utc(moment: datetime, *, millis: bool = False) -> str:
+    """ISO 8601 in UTC with a `Z` suffix: the one time format on the bus."""
+    moment = moment.astimezone(UTC)
+    if millis:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

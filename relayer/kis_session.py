@@ -1,0 +1,217 @@
+"""Korea Investment's realtime WebSocket: the `kis` upstream adapter.
+
+This module owns the KIS socket; the wire format is the pure `relayer.kis`. KIS has no session
+handshake: the approval key rides in every subscribe message, each registration is acknowledged
+with a JSON ack naming its `tr_key`, PINGPONG messages must be echoed, and trade data arrives as
+caret-separated lines. A refused registration does not close the connection (unlike STOMP).
+
+The approval key is fetched once and reused for 23 hours: KIS blocks keys that reconnect or
+re-authenticate in loops (UPSTREAM.md section 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
+
+from relayer.bus import ActiveSubscription, TopicTemplate, format_utc
+from relayer.kis import (
+    KisAck,
+    KisAuthError,
+    KisPingPong,
+    KisTrades,
+    fetch_approval_key,
+    parse_kis_message,
+    subscribe_message,
+)
+from relayer.quotes import MalformedTick
+from relayer.upstream import (
+    AuthRejected,
+    MalformedHandler,
+    SessionClosed,
+    SubscribeRejected,
+    TradeHandler,
+    UpstreamError,
+)
+
+logger = logging.getLogger(__name__)
+
+_APPROVAL_KEY_LIFETIME_S = 23 * 3600
+
+
+class KisConnector:
+    def __init__(
+        self,
+        *,
+        url: str,
+        topics: TopicTemplate,
+        http: httpx.AsyncClient,
+        rest_url: str,
+        app_key: str | None,
+        app_secret: str | None,
+        static_approval_key: str | None,
+        tr_id: str,
+        custtype: str,
+        ack_timeout_s: float,
+        connect_timeout_s: float,
+        ws_ping_interval_s: float,
+        ws_ping_timeout_s: float,
+    ) -> None:
+        if not static_approval_key and not (app_key and app_secret):
+            raise ValueError("the kis upstream needs KIS_APPROVAL_KEY or KIS_APP_KEY and "
+                             "KIS_APP_SECRET")
+        self._url = url
+        self._topics = topics
+        self._http = http
+        self._rest_url = rest_url
+        self._app_key = app_key
+        self._app_secret = app_secret
+        self._approval_key = static_approval_key
+        self._approval_key_expires = float("inf") if static_approval_key else 0.0
+        self._tr_id = tr_id
+        self._custtype = custtype
+        self._ack_timeout_s = ack_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._ping = (ws_ping_interval_s, ws_ping_timeout_s)
+
+    async def _current_approval_key(self) -> str:
+        if self._approval_key is None or time.monotonic() >= self._approval_key_expires:
+            assert self._app_key and self._app_secret
+            try:
+                self._approval_key = await fetch_approval_key(
+                    self._http, self._rest_url, self._app_key, self._app_secret
+                )
+            except KisAuthError as exc:
+                if exc.status in (401, 403):
+                    raise AuthRejected(str(exc)) from exc
+                raise UpstreamError(str(exc)) from exc
+            self._approval_key_expires = time.monotonic() + _APPROVAL_KEY_LIFETIME_S
+            logger.info("obtained a KIS approval key")
+        return self._approval_key
+
+    async def open(self, on_trade: TradeHandler, on_malformed: MalformedHandler) -> KisSession:
+        approval_key = await self._current_approval_key()
+        try:
+            ws = await connect(
+                self._url,
+                open_timeout=self._connect_timeout_s,
+                ping_interval=self._ping[0],
+                ping_timeout=self._ping[1],
+                close_timeout=1.0,  # a stalled peer never answers the close handshake
+                proxy=None,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise AuthRejected(f"WebSocket handshake refused with HTTP {status}") from exc
+            raise UpstreamError(f"WebSocket handshake answered HTTP {status}") from exc
+        return KisSession(ws, self, approval_key, on_trade, on_malformed)
+
+
+class KisSession:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        connector: KisConnector,
+        approval_key: str,
+        on_trade: TradeHandler,
+        on_malformed: MalformedHandler,
+    ) -> None:
+        self._ws = ws
+        self._connector = connector
+        self._approval_key = approval_key
+        self._on_trade = on_trade
+        self._on_malformed = on_malformed
+        self._active: dict[str, ActiveSubscription] = {}
+        self._acks: dict[str, asyncio.Future[KisAck]] = {}  # tr_key -> the ack we wait for
+
+    @property
+    def active(self) -> dict[str, ActiveSubscription]:
+        return self._active
+
+    async def subscribe(self, topics: list[str]) -> dict[str, UpstreamError | None]:
+        results: dict[str, UpstreamError | None] = {}
+        for topic in topics:
+            code = self._connector._topics.code(topic)
+            if code is None:
+                results[topic] = SubscribeRejected(topic, "not an instrument topic")
+                continue
+            try:
+                ack = await self._request(code, register=True)
+            except UpstreamError as exc:
+                results[topic] = exc
+                continue
+            if ack.ok or ack.already:
+                self._active[topic] = ActiveSubscription(
+                    sub_id=code[1:], since=format_utc(datetime.now(UTC), millis=True)
+                )
+                results[topic] = None
+            else:
+                results[topic] = SubscribeRejected(topic, ack.message)
+        return results
+
+    async def unsubscribe(self, topic: str) -> None:
+        subscription = self._active.pop(topic, None)
+        if subscription is None:
+            return
+        with contextlib.suppress(UpstreamError):
+            await self._request("A" + subscription.sub_id, register=False)
+
+    async def _request(self, code: str, *, register: bool) -> KisAck:
+        tr_key = code[1:]
+        future: asyncio.Future[KisAck] = asyncio.get_running_loop().create_future()
+        self._acks[tr_key] = future
+        connector = self._connector
+        try:
+            await self._ws.send(subscribe_message(
+                self._approval_key, connector._tr_id, code, register=register,
+                custtype=connector._custtype,
+            ))
+            async with asyncio.timeout(connector._ack_timeout_s):
+                return await asyncio.shield(future)
+        except TimeoutError as exc:
+            raise UpstreamError(f"no ack within {connector._ack_timeout_s:g}s") from exc
+        except ConnectionClosed as exc:
+            raise SessionClosed(f"connection closed ({exc})") from exc
+        finally:
+            self._acks.pop(tr_key, None)
+
+    async def run(self) -> None:
+        try:
+            async for message in self._ws:
+                text = message if isinstance(message, str) else message.decode()
+                try:
+                    parsed = parse_kis_message(text)
+                except MalformedTick as exc:
+                    self._on_malformed(exc, text.encode())
+                    continue
+                if isinstance(parsed, KisTrades):
+                    for trade in parsed.trades:
+                        self._on_trade(trade)
+                elif isinstance(parsed, KisPingPong):
+                    await self._ws.send(parsed.raw)
+                elif isinstance(parsed, KisAck):
+                    waiting = self._acks.get(parsed.tr_key or "")
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result(parsed)
+        except ConnectionClosedOK:
+            pass
+        except ConnectionClosed as exc:
+            raise SessionClosed(f"connection lost: {exc}") from exc
+        finally:
+            for future in self._acks.values():
+                if not future.done():
+                    future.set_exception(SessionClosed("connection closed"))
+                    future.exception()
+        raise SessionClosed("upstream closed the connection")
+
+    async def close(self, *, graceful: bool) -> None:
+        # KIS has no goodbye message: registrations end with the session.
+        await self._ws.close()

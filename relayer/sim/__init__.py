@@ -1,0 +1,11 @@
+"""The local exchange simulator: a stand-in for the Toss Securities realtime feed.
+
+`SimServer` serves STOMP 1.2 over WebSocket exactly as the upstream does on the wire, with fault
+switches for tests; `Market` makes the ticks (KRX tick grid, +/-30% limits, Toss tick JSON).
+Run it with `python -m relayer.sim`. Never part of a production deployment.
+"""
+
+from relayer.sim.market import Market
+from relayer.sim.server import SimServer
+
+__all__ = ["Market", "SimServer"]

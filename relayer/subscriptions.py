@@ -1,0 +1,216 @@
+"""Converging the upstream subscriptions to the desired set in Redis.
+
+The desired set (`NS:subs:desired`, written by the API) is the truth; a command on `NS:cmd` is
+only a nudge to converge now. `reconcile()` compares it with what the current connection has,
+subscribes what is missing (paced, with receipts), unsubscribes what is extra, and mirrors the
+result into `NS:subs:active`. It runs on start, after every upstream or Redis reconnect, on every
+command and on a timer, so a lost nudge is repaired without anyone noticing.
+
+A topic the server refuses is remembered as rejected and not retried by the reconcile loop (for a
+STOMP server a refused SUBSCRIBE kills the whole connection, so retrying would be a reconnect
+loop); a new explicit subscribe command for it tries once more. Rejections are per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from relayer.bus import (
+    COMMAND_RESULT_TTL_S,
+    BusNames,
+    Command,
+    CommandResult,
+    CommandType,
+    TopicTemplate,
+)
+from relayer.upstream import SubscribeRejected, UpstreamSession
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    batch: int  # SUBSCRIBEs sent together
+    interval_s: float  # pause between batches (only when more remain)
+    max_subscriptions: int  # per connection
+
+
+@dataclass(slots=True)
+class ReconcileReport:
+    subscribed: list[str] = field(default_factory=list)
+    unsubscribed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # topic -> why
+    connected: bool = True
+
+
+class SubscriptionManager:
+    def __init__(
+        self, redis: Redis, names: BusNames, topics: TopicTemplate, pacing: Pacing
+    ) -> None:
+        self._redis = redis
+        self._names = names
+        self._topics = topics
+        self._pacing = pacing
+        self._lock = asyncio.Lock()
+        self.session: UpstreamSession | None = None
+        self.rejected: dict[str, str] = {}  # topic -> the server's reason
+        # Topics that may have caused an ERROR that named no receipt: tried one at a time.
+        self._suspects: set[str] = set()
+
+    @property
+    def active_count(self) -> int:
+        return len(self.session.active) if self.session else 0
+
+    async def seed(self, codes_or_topics: list[str]) -> None:
+        """Add RELAYER_SUBSCRIBE to the desired set (invalid entries are logged and skipped)."""
+        topics = []
+        for item in codes_or_topics:
+            try:
+                topics.append(self._topics.topic(item))
+            except ValueError as exc:
+                logger.error("RELAYER_SUBSCRIBE: %s", exc)
+        if topics:
+            await self._redis.sadd(self._names.desired_subscriptions, *topics)
+            logger.info("seeded the desired set with %d topics", len(topics))
+
+    async def reconcile(self) -> ReconcileReport:
+        async with self._lock:
+            return await self._reconcile()
+
+    async def _reconcile(self) -> ReconcileReport:
+        desired = {
+            member.decode() if isinstance(member, bytes) else member
+            for member in await self._redis.smembers(self._names.desired_subscriptions)
+        }
+        session = self.session
+        report = ReconcileReport(connected=session is not None)
+        if session is None:
+            return report
+        for topic in sorted(desired):
+            if topic not in self.rejected and self._topics.code(topic) is None:
+                self.rejected[topic] = f"not a topic of the form {self._topics.template!r}"
+                logger.error("desired topic %r is invalid; not subscribing it", topic)
+        for topic in sorted(set(session.active) - desired):
+            await session.unsubscribe(topic)
+            report.unsubscribed.append(topic)
+        missing = sorted(desired - set(session.active) - set(self.rejected))
+        room = self._pacing.max_subscriptions - len(session.active)
+        for topic in missing[max(room, 0):]:
+            report.failed[topic] = (
+                f"subscription cap reached ({self._pacing.max_subscriptions} per connection)"
+            )
+        missing = missing[: max(room, 0)]
+        # Suspects go first, alone, so that a refusal is pinned on the right topic this time.
+        suspects = [topic for topic in missing if topic in self._suspects]
+        batches = [[topic] for topic in suspects]
+        rest = [topic for topic in missing if topic not in self._suspects]
+        batches += [
+            rest[i : i + self._pacing.batch] for i in range(0, len(rest), self._pacing.batch)
+        ]
+        for index, batch in enumerate(batches):
+            if index and self._pacing.interval_s:
+                await asyncio.sleep(self._pacing.interval_s)
+            results = await session.subscribe(batch)
+            stop = False
+            for topic, error in results.items():
+                if error is None:
+                    report.subscribed.append(topic)
+                    self._suspects.discard(topic)
+                elif isinstance(error, SubscribeRejected) and (
+                    error.certain or len(batch) == 1
+                ):
+                    self.rejected[topic] = error.reason
+                    self._suspects.discard(topic)
+                    report.failed[topic] = f"rejected by upstream: {error.reason}"
+                    logger.error("upstream rejected %s: %s (not retried)", topic, error.reason)
+                    stop = True
+                else:
+                    if isinstance(error, SubscribeRejected):
+                        self._suspects.add(topic)
+                    report.failed[topic] = str(error)
+                    stop = stop or isinstance(error, SubscribeRejected)
+            if stop:
+                break  # the connection is going down with the ERROR
+        if report.subscribed or report.unsubscribed:
+            logger.info(
+                "reconciled: +%d -%d, %d active, %d failed",
+                len(report.subscribed), len(report.unsubscribed), len(session.active),
+                len(report.failed),
+            )
+        await self.publish_active()
+        return report
+
+    async def publish_active(self) -> None:
+        """Mirror the connection's subscriptions into `NS:subs:active` (empty when down)."""
+        active = self.session.active if self.session else {}
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._names.active_subscriptions)
+            if active:
+                pipe.hset(
+                    self._names.active_subscriptions,
+                    mapping={topic: sub.to_json() for topic, sub in active.items()},
+                )
+            await pipe.execute()
+
+    async def handle(self, command: Command) -> CommandResult:
+        """Apply one command (by reconciling) and push its result for the API."""
+        topic = command.topic
+        if command.type is CommandType.SUBSCRIBE and topic:
+            # An operator asking again is the one way to retry a rejected topic.
+            self.rejected.pop(topic, None)
+            self._suspects.discard(topic)
+        try:
+            report = await self.reconcile()
+            result = self._result_for(command, report)
+        except RedisError as exc:
+            result = CommandResult(command.id, False, topic, f"relayer cannot read Redis: {exc}",
+                                   self.active_count)
+        await self._push_result(result)
+        return result
+
+    def _result_for(self, command: Command, report: ReconcileReport) -> CommandResult:
+        active = self.session.active if self.session else {}
+        topic = command.topic
+        ok: bool
+        if not report.connected:
+            ok, message = False, (
+                "upstream not connected; the desired set is kept and applied on reconnect"
+            )
+        elif command.type is CommandType.RESYNC or not topic:
+            ok = not report.failed
+            message = (
+                f"resynced: +{len(report.subscribed)} -{len(report.unsubscribed)}"
+                if ok else "resync incomplete: " + "; ".join(
+                    f"{t}: {why}" for t, why in sorted(report.failed.items()))
+            )
+        elif command.type is CommandType.SUBSCRIBE:
+            ok = topic in active
+            if ok:
+                message = "subscribed" if topic in report.subscribed else "already subscribed"
+            elif topic in report.failed:
+                message = report.failed[topic]
+            elif topic in self.rejected:
+                message = f"rejected by upstream: {self.rejected[topic]}"
+            else:
+                message = "topic is not in the desired set"
+        else:
+            ok = topic not in active
+            message = "unsubscribed" if topic in report.unsubscribed else (
+                "not subscribed" if ok else "topic is still in the desired set"
+            )
+        return CommandResult(command.id, ok, topic, message, len(active))
+
+    async def _push_result(self, result: CommandResult) -> None:
+        key = self._names.command_result(result.id)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.lpush(key, result.to_json())
+                pipe.expire(key, COMMAND_RESULT_TTL_S)
+                await pipe.execute()
+        except RedisError as exc:
+            logger.warning("could not push the result of command %s: %s", result.id, exc)

@@ -1,0 +1,86 @@
+"""What the daemon needs from an upstream adapter, and the errors adapters raise.
+
+An adapter is a `Connector` (opens one connection: credentials, WebSocket handshake, session
+handshake) that yields an `UpstreamSession` (subscribe, unsubscribe, read until the connection
+ends, close). The STOMP adapters (`sim`, `toss`, `stomp`) live in `relayer.stomp_session`, the
+Korea Investment one in `relayer.kis_session`. Everything above this seam (reconnects,
+subscriptions, Redis) is the same for every upstream.
+
+UpstreamError
+ +-- AuthRejected        the server refused our credentials (HTTP 401/403 or a STOMP/KIS refusal)
+ +-- SubscribeRejected   the server refused one topic (for STOMP, the connection dies with it)
+ +-- SessionClosed       the connection ended (cleanly or not) while we were using it
+ +-- Stalled             no byte and no heart-beat from the server for too long
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from relayer.bus import ActiveSubscription
+from relayer.quotes import MalformedTick, TradePrint
+
+
+class UpstreamError(Exception):
+    pass
+
+
+class AuthRejected(UpstreamError):
+    pass
+
+
+class SubscribeRejected(UpstreamError):
+    """The server refused a topic. `certain` is False when the refusal could not be pinned on
+    this topic alone (an ERROR without receipt-id while several SUBSCRIBEs were in flight)."""
+
+    def __init__(self, topic: str, reason: str, *, certain: bool = True) -> None:
+        super().__init__(f"{topic}: {reason}")
+        self.topic = topic
+        self.reason = reason
+        self.certain = certain
+
+
+class SessionClosed(UpstreamError):
+    pass
+
+
+class Stalled(UpstreamError):
+    pass
+
+
+# Callbacks from the read loop. Synchronous on purpose: they run once per tick on the hot path.
+TradeHandler = Callable[[TradePrint], None]
+MalformedHandler = Callable[[MalformedTick, bytes], None]
+
+
+class UpstreamSession(Protocol):
+    """One open upstream connection, past its handshake."""
+
+    @property
+    def active(self) -> dict[str, ActiveSubscription]:
+        """Topics subscribed on this connection (confirmed by the server)."""
+        ...
+
+    async def subscribe(self, topics: list[str]) -> dict[str, UpstreamError | None]:
+        """Subscribe several topics at once; per topic None (confirmed) or the error.
+
+        A `SubscribeRejected` names a topic the server refused. Other errors (a receipt that
+        never came, the connection closing) say nothing about the topic itself.
+        """
+        ...
+
+    async def unsubscribe(self, topic: str) -> None: ...
+
+    async def run(self) -> None:
+        """Read until the connection ends, passing trades to the handler; raises why it ended."""
+        ...
+
+    async def close(self, *, graceful: bool) -> None:
+        """Graceful: say goodbye the protocol's way (bounded in time), then close."""
+        ...
+
+
+class Connector(Protocol):
+    async def open(self, on_trade: TradeHandler, on_malformed: MalformedHandler) -> UpstreamSession:
+        ...

@@ -1,0 +1,398 @@
+"""The Redis bus contract (DESIGN.md section 2): literal names and payload codecs.
+
+These strings are an interface between separately deployed processes; a failure here means a
+protocol change, not a test to update casually.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from relayer.bus import (
+    COMMAND_RESULT_TTL_S,
+    DEFAULT_NAMESPACE,
+    HEALTH_FIELDS,
+    STREAM_QUOTE_FIELD,
+    ActiveSubscription,
+    BusNames,
+    Command,
+    CommandResult,
+    CommandType,
+    Quote,
+    RelayerState,
+    TopicTemplate,
+    decode_health,
+    format_utc,
+)
+
+# --------------------------------------------------------------------------------------------
+# Names
+
+
+def test_default_namespace_names_are_pinned() -> None:
+    names = BusNames()
+    assert DEFAULT_NAMESPACE == "stocking"
+    assert names.ns == "stocking"
+    assert names.quote("A005930") == "stocking:quote:A005930"
+    assert names.tick_channel("A005930") == "stocking:ticks:A005930"
+    assert names.tick_channel_pattern == "stocking:ticks:*"
+    assert names.tick_stream == "stocking:ticks"
+    assert names.desired_subscriptions == "stocking:subs:desired"
+    assert names.active_subscriptions == "stocking:subs:active"
+    assert names.commands == "stocking:cmd"
+    assert names.command_result("0f3c9a") == "stocking:cmd:result:0f3c9a"
+    assert names.relayer_health == "stocking:relayer:health"
+    assert names.relayer_leader == "stocking:relayer:leader"
+
+
+def test_custom_namespace_prefixes_every_name() -> None:
+    names = BusNames("paper-eu")
+    assert names.quote("A000660") == "paper-eu:quote:A000660"
+    assert names.tick_channel("A000660") == "paper-eu:ticks:A000660"
+    assert names.tick_channel_pattern == "paper-eu:ticks:*"
+    assert names.tick_stream == "paper-eu:ticks"
+    assert names.desired_subscriptions == "paper-eu:subs:desired"
+    assert names.active_subscriptions == "paper-eu:subs:active"
+    assert names.commands == "paper-eu:cmd"
+    assert names.command_result("c-1") == "paper-eu:cmd:result:c-1"
+    assert names.relayer_health == "paper-eu:relayer:health"
+    assert names.relayer_leader == "paper-eu:relayer:leader"
+
+
+def test_tick_channel_pattern_matches_the_tick_channels_only() -> None:
+    names = BusNames()
+    # Redis glob `*` behaves like fnmatch's here; the stream key must not match the pattern.
+    pattern = re.compile(re.escape(names.tick_channel_pattern).replace(r"\*", ".*"))
+    assert pattern.fullmatch(names.tick_channel("A005930"))
+    assert not pattern.fullmatch(names.tick_stream)
+
+
+def test_contract_constants() -> None:
+    assert STREAM_QUOTE_FIELD == "q"
+    assert COMMAND_RESULT_TTL_S == 300
+    assert [t.value for t in CommandType] == ["subscribe", "unsubscribe", "resync"]
+    assert {s.value for s in RelayerState} >= {"connecting", "connected", "backoff", "stopping"}
+
+
+# --------------------------------------------------------------------------------------------
+# Quote
+
+# The example of DESIGN.md section 2, byte for byte in compact form and in field order.
+CONTRACT_QUOTE_JSON = (
+    b'{"code":"A005930","price":71200,"base":70500,"change":700,"change_rate":"0.99",'
+    b'"change_type":"UP","volume":10,"cum_volume":1234567,"cum_amount":87900000000,'
+    b'"trade_type":"BUY","trading_strength":"112.30","open":70800,"high":71500,"low":70600,'
+    b'"session":"REGULAR","exchange":"KRX","currency":"KRW","ts":"2026-11-20T00:00:01Z",'
+    b'"received_at":"2026-11-20T00:00:01.004Z","seq":123}'
+)
+
+
+def contract_quote() -> Quote:
+    return Quote(
+        code="A005930",
+        price=71200,
+        base=70500,
+        change=700,
+        change_rate="0.99",
+        change_type="UP",
+        volume=10,
+        cum_volume=1234567,
+        cum_amount=87900000000,
+        trade_type="BUY",
+        trading_strength="112.30",
+        open=70800,
+        high=71500,
+        low=70600,
+        session="REGULAR",
+        exchange="KRX",
+        currency="KRW",
+        ts="2026-11-20T00:00:01Z",
+        received_at="2026-11-20T00:00:01.004Z",
+        seq=123,
+    )
+
+
+def test_quote_json_is_the_contract_example() -> None:
+    assert contract_quote().to_json() == CONTRACT_QUOTE_JSON
+
+
+def test_quote_json_field_names_and_order() -> None:
+    assert list(orjson.loads(contract_quote().to_json())) == [
+        "code", "price", "base", "change", "change_rate", "change_type", "volume",
+        "cum_volume", "cum_amount", "trade_type", "trading_strength", "open", "high", "low",
+        "session", "exchange", "currency", "ts", "received_at", "seq",
+    ]  # fmt: skip
+
+
+def test_quote_prices_are_json_integers_and_rates_strings() -> None:
+    data = orjson.loads(contract_quote().to_json())
+    for name in ("price", "base", "change", "volume", "cum_volume", "cum_amount", "open",
+                 "high", "low", "seq"):
+        assert type(data[name]) is int, name
+    assert data["change_rate"] == "0.99"
+    assert data["trading_strength"] == "112.30"
+
+
+def test_quote_round_trip_from_bytes_and_str() -> None:
+    quote = contract_quote()
+    assert Quote.from_json(quote.to_json()) == quote
+    assert Quote.from_json(CONTRACT_QUOTE_JSON.decode()) == quote
+
+
+def test_quote_round_trip_with_nulls_and_negative_change() -> None:
+    quote = contract_quote()
+    quote.price, quote.change, quote.change_rate, quote.change_type = 69800, -700, "-0.99", "DOWN"
+    quote.trading_strength = quote.session = quote.exchange = None
+    raw = quote.to_json()
+    assert b'"trading_strength":null' in raw
+    assert b'"change":-700,"change_rate":"-0.99","change_type":"DOWN"' in raw
+    assert Quote.from_json(raw) == quote
+
+
+def test_quote_from_json_ignores_unknown_keys() -> None:
+    data = orjson.loads(CONTRACT_QUOTE_JSON)
+    data["extra"] = {"nested": True}
+    assert Quote.from_json(orjson.dumps(data)) == contract_quote()
+
+
+# --------------------------------------------------------------------------------------------
+# Commands and results
+
+
+def test_command_encodes_the_contract_fields() -> None:
+    command = Command(
+        type=CommandType.SUBSCRIBE,
+        topic="/topic/v1/kr/stock/trade/A005930",
+        id="3f2a",
+        ts="2026-11-20T00:00:01Z",
+    )
+    assert command.to_json() == (
+        b'{"type":"subscribe","topic":"/topic/v1/kr/stock/trade/A005930","id":"3f2a",'
+        b'"ts":"2026-11-20T00:00:01Z"}'
+    )
+    assert Command.from_json(command.to_json()) == command
+
+
+def test_command_defaults_a_hex_id_and_a_utc_timestamp() -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    command = Command(type=CommandType.RESYNC)
+    after = datetime.now(UTC)
+    assert command.topic is None
+    assert re.fullmatch(r"[0-9a-f]{32}", command.id)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", command.ts)
+    stamped = datetime.strptime(command.ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert before <= stamped <= after
+    assert Command(type=CommandType.RESYNC).id != command.id
+
+
+def test_command_decodes_every_type_and_optional_fields() -> None:
+    for kind in CommandType:
+        decoded = Command.from_json(orjson.dumps({"id": "x1", "type": kind.value}))
+        assert decoded == Command(type=kind, topic=None, id="x1", ts="")
+        assert decoded.type is kind
+    decoded = Command.from_json('{"id":"x2","type":"unsubscribe","topic":"/t/A000660","ts":null}')
+    assert decoded == Command(type=CommandType.UNSUBSCRIBE, topic="/t/A000660", id="x2", ts="")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"",
+        b'["subscribe"]',
+        b'"subscribe"',
+        b"null",
+        b'{"type":"subscribe","topic":"/t/A005930"}',  # missing id
+        b'{"id":"","type":"subscribe"}',  # empty id
+        b'{"id":7,"type":"subscribe"}',  # id not a string
+        b'{"id":"a1"}',  # missing type
+        b'{"id":"a1","type":"SUBSCRIBE"}',  # types are lowercase
+        b'{"id":"a1","type":"purge"}',
+        b'{"id":"a1","type":["subscribe"]}',
+        b'{"id":"a1","type":"subscribe","topic":5}',
+        b'{"id":"a1","type":"subscribe","topic":["/t/A005930"]}',
+    ],
+)
+def test_command_from_json_rejects_malformed_input(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        Command.from_json(raw)
+
+
+def test_command_result_round_trip() -> None:
+    result = CommandResult(
+        id="3f2a", ok=True, topic="/topic/v1/kr/stock/trade/A005930", message="subscribed",
+        active=3,
+    )
+    assert result.to_json() == (
+        b'{"id":"3f2a","ok":true,"topic":"/topic/v1/kr/stock/trade/A005930",'
+        b'"message":"subscribed","active":3}'
+    )
+    assert CommandResult.from_json(result.to_json()) == result
+    failed = CommandResult(id="9", ok=False, topic=None, message="upstream ERROR", active=0)
+    assert CommandResult.from_json(failed.to_json().decode()) == failed
+
+
+def test_command_result_defaults_missing_message_and_active() -> None:
+    assert CommandResult.from_json(b'{"id":"9","ok":false}') == CommandResult(
+        id="9", ok=False, topic=None, message="", active=0
+    )
+
+
+def test_active_subscription_round_trip() -> None:
+    active = ActiveSubscription(sub_id="sub-12", since="2026-11-20T00:00:01Z")
+    assert active.to_json() == b'{"sub_id":"sub-12","since":"2026-11-20T00:00:01Z"}'
+    assert ActiveSubscription.from_json(active.to_json()) == active
+
+
+# --------------------------------------------------------------------------------------------
+# Topic template
+
+KR_TRADES = TopicTemplate("/topic/v1/kr/stock/trade/{code}")
+
+
+def test_bare_code_is_expanded() -> None:
+    assert KR_TRADES.topic("A005930") == "/topic/v1/kr/stock/trade/A005930"
+    assert KR_TRADES.topic("A0080G0") == "/topic/v1/kr/stock/trade/A0080G0"  # newer codes
+    assert KR_TRADES.topic("  A000660\n") == "/topic/v1/kr/stock/trade/A000660"
+
+
+def test_full_topic_is_accepted_as_is() -> None:
+    assert KR_TRADES.topic("/topic/v1/kr/stock/trade/A000660") == (
+        "/topic/v1/kr/stock/trade/A000660"
+    )
+    assert KR_TRADES.code("/topic/v1/kr/stock/trade/A000660") == "A000660"
+
+
+def test_other_templates_expand_and_extract() -> None:
+    broker = TopicTemplate("/topic/trade.{code}.krx")
+    assert broker.topic("A005930") == "/topic/trade.A005930.krx"
+    assert broker.topic("/topic/trade.A005930.krx") == "/topic/trade.A005930.krx"
+    assert broker.code("/topic/trade.A005930.krx") == "A005930"
+    assert broker.code("/topic/trade.A005930") is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "a005930",  # lowercase
+        "A00593",  # too short
+        "A0059300",  # too long
+        "B005930",  # other prefix
+        "005930",
+        "A005930x",
+        "/topic/v1/kr/stock/trade/a005930",
+        "/topic/v1/kr/stock/trade/A00593",
+        "/topic/v1/us/stock/trade/A005930",  # other template
+        "/topic/v1/kr/stock/trade/A005930/extra",
+        "/topic/v1/kr/stock/trade/",
+        "/topic/v1/kr/stock/trade/{code}",
+    ],
+)
+def test_invalid_codes_and_topics_are_rejected(value: str) -> None:
+    with pytest.raises(ValueError):
+        KR_TRADES.topic(value)
+
+
+def test_code_of_a_foreign_topic_is_none() -> None:
+    assert KR_TRADES.code("/topic/v1/us/stock/trade/A005930") is None
+    assert KR_TRADES.code("/topic/v1/kr/stock/trade/a005930") is None
+    assert KR_TRADES.code("A005930") is None
+
+
+@pytest.mark.parametrize(
+    "template", ["/topic/v1/kr/stock/trade/", "/topic/{code}/{code}", "/topic/{CODE}", ""]
+)
+def test_template_needs_exactly_one_code_placeholder(template: str) -> None:
+    with pytest.raises(ValueError):
+        TopicTemplate(template)
+
+
+# --------------------------------------------------------------------------------------------
+# Health hash
+
+
+def test_decode_health_types_the_values() -> None:
+    raw = {
+        b"state": b"connected",
+        b"upstream": b"toss wss://realtime-socket.tossinvest.com/ws",
+        b"instance": b"relayer-1",
+        b"pid": b"4242",
+        b"host": b"box",
+        b"started_at": b"2026-11-20T00:00:00Z",
+        b"connected_at": b"2026-11-20T00:00:01Z",
+        b"last_tick_at": b"2026-11-20T00:00:02.123Z",
+        b"ticks_total": b"1000000",
+        b"malformed_total": b"3",
+        b"dropped_total": b"0",
+        b"reconnects": b"2",
+        b"subscriptions": b"40",
+        b"rejected_topics": b'["/topic/v1/kr/stock/trade/A999999"]',
+        b"updated_at": b"2026-11-20T00:00:02Z",
+        b"unknown_field": b"ignored",
+    }
+    assert decode_health(raw) == {
+        "state": "connected",
+        "upstream": "toss wss://realtime-socket.tossinvest.com/ws",
+        "instance": "relayer-1",
+        "pid": 4242,
+        "host": "box",
+        "started_at": "2026-11-20T00:00:00Z",
+        "connected_at": "2026-11-20T00:00:01Z",
+        "last_tick_at": "2026-11-20T00:00:02.123Z",
+        "ticks_total": 1000000,
+        "malformed_total": 3,
+        "dropped_total": 0,
+        "reconnects": 2,
+        "subscriptions": 40,
+        "rejected_topics": ["/topic/v1/kr/stock/trade/A999999"],
+        "updated_at": "2026-11-20T00:00:02Z",
+    }
+
+
+def test_decode_health_missing_fields_are_none_from_str_keys() -> None:
+    health = decode_health({"state": "backoff", "pid": "7"})
+    assert list(health) == list(HEALTH_FIELDS)
+    assert health["state"] == "backoff"
+    assert health["pid"] == 7
+    assert health["ticks_total"] is None
+    assert health["connected_at"] is None
+    assert health["rejected_topics"] == []
+
+
+def test_decode_health_of_an_empty_hash() -> None:
+    health = decode_health({})
+    assert health["rejected_topics"] == []
+    assert all(health[name] is None for name in HEALTH_FIELDS if name != "rejected_topics")
+
+
+# --------------------------------------------------------------------------------------------
+# Time format
+
+
+def test_format_utc_whole_seconds() -> None:
+    moment = datetime(2026, 11, 20, 0, 0, 1, 999_999, tzinfo=UTC)
+    assert format_utc(moment) == "2026-11-20T00:00:01Z"
+
+
+def test_format_utc_millis_truncates() -> None:
+    assert format_utc(datetime(2026, 11, 20, 0, 0, 1, 4_567, tzinfo=UTC), millis=True) == (
+        "2026-11-20T00:00:01.004Z"
+    )
+    assert format_utc(datetime(2026, 11, 20, 0, 0, 1, tzinfo=UTC), millis=True) == (
+        "2026-11-20T00:00:01.000Z"
+    )
+    assert format_utc(datetime(2026, 11, 20, 0, 0, 1, 999_999, tzinfo=UTC), millis=True) == (
+        "2026-11-20T00:00:01.999Z"
+    )
+
+
+def test_format_utc_converts_other_zones_to_utc() -> None:
+    kst = timezone(timedelta(hours=9))
+    moment = datetime(2026, 11, 20, 8, 30, 0, 250_000, tzinfo=kst)
+    assert format_utc(moment) == "2026-11-19T23:30:00Z"
+    assert format_utc(moment, millis=True) == "2026-11-19T23:30:00.250Z"

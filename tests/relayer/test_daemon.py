@@ -1,0 +1,324 @@
+"""End to end: the real relayer process, the real simulator over real sockets, a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from relayer.bus import CommandType, Quote
+from relayer.sim import SimServer
+from tests.conftest import RedisServer
+from tests.support.bus_client import (
+    NAMES,
+    eventually,
+    health,
+    latest_quote,
+    send_command,
+    wait_connected,
+)
+from tests.support.env import scaled
+from tests.support.relayer_process import RelayerProcess
+
+SAMSUNG = "/topic/v1/kr/stock/trade/A005930"
+HYNIX = "/topic/v1/kr/stock/trade/A000660"
+NAVER = "/topic/v1/kr/stock/trade/A035420"
+
+pytestmark = pytest.mark.slow
+
+StartRelayer = Callable[..., RelayerProcess]
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimServer]:
+    async with SimServer(ticks_per_sec=200, seed=7, heartbeat_ms=(1000, 1000)) as server:
+        yield server
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def start_relayer(
+    tmp_path: Path, redis_server: RedisServer, sim: SimServer
+) -> Iterator[StartRelayer]:
+    started: list[RelayerProcess] = []
+
+    def start(name: str = "relayer", **env: str) -> RelayerProcess:
+        base = {"REDIS_URL": redis_server.url, "RELAYER_UPSTREAM": "sim",
+                "RELAYER_UPSTREAM_URL": sim.url, "RELAYER_HEARTBEAT_MS": "1000"}
+        process = RelayerProcess(tmp_path / f"{name}.log", {**base, **env}).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+def subscribe_frames(sim: SimServer, topic: str) -> list[dict[str, str]]:
+    return [f.headers for f in sim.received
+            if f.command == "SUBSCRIBE" and f.headers.get("destination") == topic]
+
+
+async def test_seeded_topic_becomes_a_live_quote(start_relayer: StartRelayer, redis: Redis,
+                                                 sim: SimServer) -> None:
+    relayer = start_relayer(RELAYER_SUBSCRIBE="A005930")
+    await wait_connected(redis, subscriptions=1)
+
+    async def has_quote() -> bool:
+        return await latest_quote(redis, "A005930") is not None
+
+    await eventually(has_quote, what="a quote for A005930")
+    quote = await latest_quote(redis, "A005930")
+    assert quote is not None
+    assert quote.code == "A005930" and quote.currency == "KRW"
+    assert isinstance(quote.price, int) and quote.low <= quote.price <= quote.high
+    assert quote.change == quote.price - quote.base
+    assert 0.7 * quote.base <= quote.price <= 1.3 * quote.base
+    assert await redis.ttl(NAMES.quote("A005930")) > 86000
+    state = await health(redis)
+    assert state["upstream"] == f"sim {sim.url}"
+    assert state["ticks_total"] > 0 and state["last_tick_at"]
+    active = await redis.hgetall(NAMES.active_subscriptions)
+    assert list(active) == [SAMSUNG.encode()]
+    relayer.assert_running()
+
+
+async def test_subscribe_command_round_trip_then_unsubscribe_stops_updates(
+    start_relayer: StartRelayer, redis: Redis, sim: SimServer
+) -> None:
+    start_relayer()
+    await wait_connected(redis, subscriptions=0)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(NAMES.tick_channel("A000660"))
+
+    result = await send_command(redis, CommandType.SUBSCRIBE, HYNIX)
+    assert result.ok and result.topic == HYNIX and result.active == 1
+    assert result.message == "subscribed"
+    # The SUBSCRIBE went upstream with a receipt, and the simulator holds it.
+    [headers] = subscribe_frames(sim, HYNIX)
+    assert headers["receipt"] and headers["id"]
+    assert HYNIX in sim.subscriptions()
+
+    # Channel, quote key and stream all carry the new instrument.
+    message = None
+    while message is None:
+        message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                           timeout=scaled(5))
+    published = Quote.from_json(message["data"])
+    assert published.code == "A000660"
+    assert await latest_quote(redis, "A000660") is not None
+    entries = await redis.xrevrange(NAMES.tick_stream, count=1)
+    assert Quote.from_json(entries[0][1][b"q"]).code == "A000660"
+
+    again = await send_command(redis, CommandType.SUBSCRIBE, HYNIX)
+    assert again.ok and again.message == "already subscribed"
+    assert len(subscribe_frames(sim, HYNIX)) == 1
+
+    result = await send_command(redis, CommandType.UNSUBSCRIBE, HYNIX)
+    assert result.ok and result.active == 0 and result.message == "unsubscribed"
+    assert [f for f in sim.received if f.command == "UNSUBSCRIBE"]
+    assert sim.subscriptions() == {}
+    await pubsub.unsubscribe()
+    length = await redis.xlen(NAMES.tick_stream)
+    # The simulator sends 200 ticks/s when subscribed: a quarter second of silence is telling.
+    await asyncio.sleep(0.25)
+    assert await redis.xlen(NAMES.tick_stream) == length
+    assert await redis.hlen(NAMES.active_subscriptions) == 0
+    await pubsub.aclose()
+
+
+async def test_invalid_command_topic_gets_a_failed_result(start_relayer: StartRelayer,
+                                                         redis: Redis) -> None:
+    start_relayer()
+    await wait_connected(redis)
+    result = await send_command(redis, CommandType.SUBSCRIBE, "/topic/v1/kr/stock/trade/nope")
+    assert not result.ok and "invalid command" in result.message
+
+
+async def test_reconnect_after_drop_restores_every_desired_topic(
+    start_relayer: StartRelayer, redis: Redis, sim: SimServer
+) -> None:
+    await redis.sadd(NAMES.desired_subscriptions, SAMSUNG, HYNIX, NAVER)
+    start_relayer()
+    await wait_connected(redis, subscriptions=3)
+    sessions = sim.stomp_sessions_total
+
+    await sim.drop_connections()
+    await sim.wait_for(lambda: sim.stomp_sessions_total > sessions
+                       and len(sim.subscriptions()) == 3, timeout=scaled(10))
+    assert set(sim.subscriptions()) == {SAMSUNG, HYNIX, NAVER}
+
+    async def reconnected() -> bool:
+        state = await health(redis)
+        return state["reconnects"] == 1 and state["subscriptions"] == 3
+
+    await eventually(reconnected, what="reconnect counted in health")
+
+
+async def test_stalled_upstream_is_detected_and_replaced(
+    start_relayer: StartRelayer, redis: Redis, sim: SimServer
+) -> None:
+    await redis.sadd(NAMES.desired_subscriptions, SAMSUNG)
+    relayer = start_relayer()
+    await wait_connected(redis, subscriptions=1)
+    sessions = sim.stomp_sessions_total
+    sim.stall()  # no ticks, no heart-beats, no pongs: the socket stays open
+    # Heart-beats expected every 1 s, declared dead after 2 s of silence.
+    await sim.wait_for(lambda: sim.stomp_sessions_total > sessions and bool(sim.subscriptions()),
+                       timeout=scaled(10))
+    await relayer.wait_for_log("no data or heart-beat from upstream")
+
+
+async def test_flapping_server_does_not_cause_a_reconnect_storm(
+    start_relayer: StartRelayer, sim: SimServer
+) -> None:
+    sim.accept_then_close = True
+    relayer = start_relayer()
+    await asyncio.sleep(4)
+    # Delays 0.2 s doubling to 1 s, half of each fixed: at most 1 + 0.1,0.3,0.7,1.5,2.5,3.5
+    # -> 7 handshakes in 4 s. A bare reconnect loop makes hundreds.
+    assert 2 <= sim.connections_total <= 7, sim.connections_total
+    relayer.assert_running()
+
+
+async def test_http_403_at_handshake_is_reported_and_retried_slowly(
+    start_relayer: StartRelayer, redis: Redis, sim: SimServer
+) -> None:
+    sim.reject_http_status = 403
+    relayer = start_relayer(RELAYER_AUTH_FAILURE_DELAY_S="600")
+    await relayer.wait_for_log("refused our credentials")
+    await asyncio.sleep(1)
+    relayer.assert_running()
+    assert (await health(redis))["state"] == "backoff"
+    assert "HTTP 403" in relayer.log()
+
+
+async def test_redis_restart_is_survived(start_relayer: StartRelayer,
+                                         real_redis_server: RedisServer, sim: SimServer) -> None:
+    client = Redis.from_url(real_redis_server.url)
+    await client.sadd(NAMES.desired_subscriptions, SAMSUNG)
+    relayer = start_relayer()
+    await wait_connected(client, subscriptions=1)
+    await client.aclose()
+
+    real_redis_server.restart()  # an empty Redis: no quotes, no lease, no desired set
+    client = Redis.from_url(real_redis_server.url)
+    # The API rebuilds the desired set from SQL after a Redis loss; do what it does.
+    await client.sadd(NAMES.desired_subscriptions, SAMSUNG)
+
+    async def quotes_flow_again() -> bool:
+        return await latest_quote(client, "A005930") is not None
+
+    await eventually(quotes_flow_again, timeout=15, what="quotes written after the restart")
+    await wait_connected(client, subscriptions=1)
+
+    async def lease_taken_back() -> bool:
+        return await client.get(NAMES.relayer_leader) is not None
+
+    await eventually(lease_taken_back, what="the leader lease renewed into the new Redis")
+    relayer.assert_running()
+    await client.aclose()
+
+
+async def test_desired_topic_without_nudge_is_picked_up_by_reconciliation(
+    start_relayer: StartRelayer, redis: Redis, sim: SimServer
+) -> None:
+    start_relayer(RELAYER_RECONCILE_INTERVAL_S="0.5")
+    await wait_connected(redis, subscriptions=0)
+    await redis.sadd(NAMES.desired_subscriptions, NAVER)  # no PUBLISH: a lost nudge
+    await sim.wait_for(lambda: NAVER in sim.subscriptions(), timeout=scaled(5))
+    await redis.srem(NAMES.desired_subscriptions, NAVER)
+    await sim.wait_for(lambda: NAVER not in sim.subscriptions(), timeout=scaled(5))
+
+
+async def test_rejected_topic_fails_alone_and_is_not_retried(
+    start_relayer: StartRelayer, redis: Redis, sim: SimServer
+) -> None:
+    await redis.sadd(NAMES.desired_subscriptions, SAMSUNG, HYNIX)
+    start_relayer(RELAYER_RECONCILE_INTERVAL_S="0.5")
+    await wait_connected(redis, subscriptions=2)
+    sim.reject_topics = {NAVER}
+    sessions = sim.stomp_sessions_total
+
+    result = await send_command(redis, CommandType.SUBSCRIBE, NAVER)
+    assert not result.ok
+    assert "rejected by upstream" in result.message
+    # The ERROR killed the connection; the good topics come back after the reconnect.
+    await sim.wait_for(lambda: sim.stomp_sessions_total > sessions
+                       and set(sim.subscriptions()) == {SAMSUNG, HYNIX}, timeout=scaled(10))
+    await asyncio.sleep(1.5)  # three reconcile periods
+    assert len(subscribe_frames(sim, NAVER)) == 1
+    state = await health(redis)
+    assert state["rejected_topics"] == [NAVER]
+
+
+async def test_standby_takes_over_after_sigkill(start_relayer: StartRelayer, redis: Redis,
+                                                sim: SimServer) -> None:
+    await redis.sadd(NAMES.desired_subscriptions, SAMSUNG)
+    first = start_relayer("first")
+    await wait_connected(redis, subscriptions=1)
+    leader = (await redis.get(NAMES.relayer_leader)).decode()
+    second = start_relayer("second")
+    await second.wait_for_log("standing by")
+    assert sim.open_connections == 1  # the standby holds no upstream connection
+
+    first.kill()  # SIGKILL: no goodbye, the lease must expire
+    sessions = sim.stomp_sessions_total
+
+    async def taken_over() -> bool:
+        holder = await redis.get(NAMES.relayer_leader)
+        return holder is not None and holder.decode() != leader
+
+    await eventually(taken_over, timeout=5, what="the standby taking the lease")
+    await sim.wait_for(lambda: sim.stomp_sessions_total > sessions
+                       and SAMSUNG in sim.subscriptions(), timeout=scaled(5))
+
+    async def new_leader_reports_health() -> bool:
+        state = await health(redis)
+        return state["instance"] != leader and state["state"] == "connected"
+
+    await eventually(new_leader_reports_health, what="health from the new leader")
+
+
+async def test_sigterm_disconnects_gracefully_and_releases_everything(
+    start_relayer: StartRelayer, redis: Redis, sim: SimServer
+) -> None:
+    await redis.sadd(NAMES.desired_subscriptions, SAMSUNG)
+    relayer = start_relayer()
+    await wait_connected(redis, subscriptions=1)
+    relayer.send(signal.SIGTERM)
+    assert await relayer.wait_exit(timeout=5) == 0
+    disconnects = [f for f in sim.received if f.command == "DISCONNECT"]
+    assert len(disconnects) == 1 and disconnects[0].headers.get("receipt")
+    assert await redis.get(NAMES.relayer_leader) is None
+    assert await redis.exists(NAMES.relayer_health) == 0
+    assert await redis.hlen(NAMES.active_subscriptions) == 0
+    assert "DISCONNECT receipted by upstream" in relayer.log()
+
+
+async def test_older_tick_never_overwrites_a_newer_quote(
+    start_relayer: StartRelayer, redis: Redis, sim: SimServer
+) -> None:
+    # A quote from the future is in Redis (another relayer, a clock ahead): ours must not win.
+    future = {"code": "A005930", "price": 1, "ts": "2999-01-01T00:00:00Z"}
+    await redis.set(NAMES.quote("A005930"), orjson.dumps(future))
+    await redis.sadd(NAMES.desired_subscriptions, SAMSUNG)
+    start_relayer()
+    await wait_connected(redis, subscriptions=1)
+
+    async def ticks_in_stream() -> bool:
+        return await redis.xlen(NAMES.tick_stream) >= 5
+
+    await eventually(ticks_in_stream, what="ticks in the stream")
+    assert orjson.loads(await redis.get(NAMES.quote("A005930"))) == future
