@@ -229,14 +229,18 @@ class CommandResult:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> CommandResult:
+        """Decode a result; raises ValueError for anything that is not a well-formed one."""
         data = orjson.loads(raw)
-        return cls(
-            id=data["id"],
-            ok=bool(data["ok"]),
-            topic=data.get("topic"),
-            message=str(data.get("message", "")),
-            active=int(data.get("active", 0)),
-        )
+        try:
+            return cls(
+                id=str(data["id"]),
+                ok=bool(data["ok"]),
+                topic=data.get("topic"),
+                message=str(data.get("message", "")),
+                active=int(data.get("active", 0)),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed command result: {exc!r}") from exc
 
 
 @dataclass(frozen=True, slots=True)

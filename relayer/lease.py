@@ -15,6 +15,8 @@ import time
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from relayer.redis_script import RedisScript
+
 logger = logging.getLogger(__name__)
 
 # Renew if we hold it; take it back if it vanished (a Redis restart without persistence);
@@ -48,8 +50,8 @@ class Lease:
         self._key = key
         self._holder = holder
         self._ttl_ms = ttl_ms
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._renew = RedisScript(redis, _RENEW)
+        self._release = RedisScript(redis, _RELEASE)
 
     @property
     def ttl_s(self) -> float:

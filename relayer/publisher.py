@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from relayer.backoff import Backoff
 from relayer.bus import STREAM_QUOTE_FIELD, BusNames, Quote
+from relayer.redis_script import RedisScript
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class TickPublisher:
         max_buffered: int,
         backoff: Backoff,
     ) -> None:
-        self._script = redis.register_script(WRITE_TICKS)
+        self._script = RedisScript(redis, WRITE_TICKS)
         self._names = names
         self._head = [str(quote_ttl_s), str(stream_maxlen), STREAM_QUOTE_FIELD]
         self._max_batch = max_batch

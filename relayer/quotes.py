@@ -48,6 +48,14 @@ class TradePrint:
     low: int | None = None
 
 
+@dataclass(slots=True)
+class _DayStats:
+    trading_day: str
+    open: int
+    high: int
+    low: int
+
+
 class QuoteBuilder:
     """Turns trade prints into quotes, keeping per-instrument day statistics.
 
@@ -61,8 +69,7 @@ class QuoteBuilder:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._seq = int(clock() * 1_000_000)
-        # code -> [trading_day, open, high, low]
-        self._day_stats: dict[str, list[object]] = {}
+        self._day_stats: dict[str, _DayStats] = {}
         self._received_second = -1
         self._received_prefix = ""
 
@@ -70,27 +77,29 @@ class QuoteBuilder:
         """Resume a day's open/high/low from the quote already in Redis (after a restart)."""
         if quote.code in self._day_stats:
             return
-        day = trading_day_of(quote.ts)
-        self._day_stats[quote.code] = [day, quote.open, quote.high, quote.low]
+        self._day_stats[quote.code] = _DayStats(
+            trading_day_of(quote.ts), quote.open, quote.high, quote.low
+        )
 
     def build(self, trade: TradePrint) -> Quote:
         price = trade.price
-        stats = self._day_stats.get(trade.code)
-        if stats is None or stats[0] != trade.trading_day:
-            stats = [trade.trading_day, price, price, price]
-            self._day_stats[trade.code] = stats
+        day = self._day_stats.get(trade.code)
+        if day is None or trade.trading_day > day.trading_day:
+            day = _DayStats(trade.trading_day, price, price, price)
+            self._day_stats[trade.code] = day
+        elif trade.trading_day == day.trading_day:
+            day.high = max(day.high, price)
+            day.low = min(day.low, price)
         else:
-            if price > stats[2]:  # type: ignore[operator]
-                stats[2] = price
-            if price < stats[3]:  # type: ignore[operator]
-                stats[3] = price
+            # A late print from an earlier day must not reset today's figures.
+            day = _DayStats(trade.trading_day, price, price, price)
         # The upstream's own figures win when it sends them; ours track them for later ticks.
         if trade.open is not None:
-            stats[1] = trade.open
+            day.open = trade.open
         if trade.high is not None:
-            stats[2] = trade.high
+            day.high = trade.high
         if trade.low is not None:
-            stats[3] = trade.low
+            day.low = trade.low
 
         change = price - trade.base
         self._seq += 1
@@ -106,9 +115,9 @@ class QuoteBuilder:
             cum_amount=trade.cum_amount,
             trade_type=trade.trade_type,
             trading_strength=trade.trading_strength,
-            open=stats[1],  # type: ignore[arg-type]
-            high=stats[2],  # type: ignore[arg-type]
-            low=stats[3],  # type: ignore[arg-type]
+            open=day.open,
+            high=day.high,
+            low=day.low,
             session=trade.session,
             exchange=trade.exchange,
             currency=trade.currency,
@@ -151,6 +160,14 @@ def exact_int(value: object, name: str) -> int:
     if isinstance(value, str) and value.removeprefix("-").isdigit() and value.isascii():
         return int(value)
     raise MalformedTick(f"{name} is not an exact integer: {value!r}")
+
+
+def count_int(value: object, name: str) -> int:
+    """A non-negative exact integer (volumes, amounts)."""
+    number = exact_int(value, name)
+    if number < 0:
+        raise MalformedTick(f"{name} is negative: {number}")
+    return number
 
 
 def decimal_text(value: object, name: str) -> str | None:

@@ -49,7 +49,8 @@ class RedisServer:
                 "--logfile", str(self.folder / "redis.log"),
             ]
         else:
-            command = [sys.executable, "-m", "tests.support.fake_redis_server", str(self.port)]
+            command = [sys.executable, str(REPO / "scripts" / "embedded_redis.py"),
+                       "--port", str(self.port)]
         self.process = subprocess.Popen(command, cwd=REPO)
         self.wait_ready()
 

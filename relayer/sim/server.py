@@ -165,7 +165,7 @@ class SimServer:
         """Abort every open connection at the TCP level (no close frame), and wait until gone."""
         dropped = set(self._sessions)
         for session in dropped:
-            session.ws.transport.abort()
+            session.abort()
         await self.wait_for(lambda: not (dropped & self._sessions), _DROP_TIMEOUT_S)
 
     def stall(self) -> None:
@@ -245,6 +245,7 @@ class _Session:
         self.closing = False  # once set, only the ERROR/RECEIPT ending the session is written
         self.destinations: dict[str, str] = {}  # sub id -> destination
         self.code_subs: dict[str, list[str]] = {}  # code -> sub ids, in subscription order
+        self.codes: list[str] = []  # keys of code_subs, kept as a list for the round-robin
         self.rotation = 0
         self.send_interval_s = 0.0
         self.last_send = time.monotonic()
@@ -286,6 +287,11 @@ class _Session:
             self.running.set()
             self.ws.transport.resume_reading()
 
+    def abort(self) -> None:
+        self.ws.transport.abort()
+        # A stalled reader parks before acting on its last message; let it see the dead socket.
+        self.running.set()
+
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         self.tasks.append(asyncio.create_task(self.guard(coro, name), name=name))
 
@@ -296,7 +302,7 @@ class _Session:
             pass  # the reader sees the close too and ends the session
         except Exception:
             log.exception("connection %d: %s failed", self.number, name)
-            self.ws.transport.abort()
+            self.abort()
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -400,6 +406,7 @@ class _Session:
         else:
             self.destinations[sub_id] = destination
             self.code_subs.setdefault(code, []).append(sub_id)
+            self.codes = list(self.code_subs)
             self.subscribed.set()
             self.server.notify()
             log.debug("connection %d: subscribed %s as %s", self.number, destination, sub_id)
@@ -421,6 +428,7 @@ class _Session:
         subs.remove(sub_id)
         if not subs:
             del self.code_subs[code]
+            self.codes = list(self.code_subs)
         if not self.destinations:
             self.subscribed.clear()
         self.server.notify()
@@ -456,13 +464,13 @@ class _Session:
         stamp = datetime.now(UTC)  # second resolution on the wire: one clock read per batch
         batch: list[bytes] = []
         for _ in range(count):
-            if not self.code_subs or self.closing or not self.running.is_set():
+            codes = self.codes
+            if not codes or self.closing or not self.running.is_set():
                 break  # subscriptions or the session changed while a batch was being written
-            codes = list(self.code_subs)
             code = codes[self.rotation % len(codes)]
             self.rotation += 1
             body = orjson.dumps(server.market.next_tick(code, stamp))
-            for sub_id in tuple(self.code_subs.get(code, ())):
+            for sub_id in tuple(self.code_subs[code]):
                 if sub_id not in self.destinations:
                     continue  # unsubscribed while the previous batch was being written
                 headers = {

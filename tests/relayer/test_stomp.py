@@ -64,8 +64,11 @@ def test_korean_body_has_more_bytes_than_characters() -> None:
         (MESSAGE, MESSAGE_FRAME, 1),
         (CRLF_CONNECTED, CRLF_CONNECTED_FRAME, 1),
         (RECEIPT, RECEIPT_FRAME, 0),
-        (b"MESSAGE\nsubscription:s\n\nno length\x00\r\n\n", Frame(
-            "MESSAGE", {"subscription": "s"}, b"no length"), 2),
+        (
+            b"MESSAGE\nsubscription:s\n\nno length\x00\r\n\n",
+            Frame("MESSAGE", {"subscription": "s"}, b"no length"),
+            2,
+        ),
     ],
     ids=["content-length", "crlf", "no-body", "no-content-length"],
 )

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
+from websockets.typing import Subprotocol
 
 from relayer.sim import SimServer
 from relayer.sim.market import REFERENCE_PRICES, is_on_grid, price_limits
@@ -20,7 +21,8 @@ from relayer.toss import parse_toss_tick
 
 FACTOR = float(os.environ.get("STOCKING_TEST_TIMEOUT_FACTOR", "1"))
 TOPIC = "/topic/v1/kr/stock/trade/{code}"
-OFFERED = ["v10.stomp", "v11.stomp", "v12.stomp"]  # v12 last: the server's choice must win
+# v12 offered last: the server's preference must win, not the order of the offer.
+OFFERED = [Subprotocol(p) for p in ("v10.stomp", "v11.stomp", "v12.stomp")]
 FRAME_TIMEOUT_S = 3.0
 MESSAGE_HEADERS = {"subscription", "message-id", "content-type", "content-length"}
 
@@ -73,15 +75,15 @@ class StompClient:
 
 
 @asynccontextmanager
-async def stomp_client(sim: SimServer, **kwargs: object) -> AsyncIterator[StompClient]:
-    options: dict[str, object] = {
-        "subprotocols": OFFERED,
-        "compression": None,
-        "ping_interval": None,
-        "open_timeout": seconds(5),
-    }
-    options.update(kwargs)
-    async with connect(sim.url, **options) as ws:  # type: ignore[arg-type]
+async def stomp_client(sim: SimServer, *, max_queue: int | None = 16) -> AsyncIterator[StompClient]:
+    async with connect(
+        sim.url,
+        subprotocols=OFFERED,
+        compression=None,
+        ping_interval=None,  # the tests that need a ping send it themselves
+        open_timeout=seconds(5),
+        max_queue=max_queue,
+    ) as ws:
         yield StompClient(ws)
 
 
@@ -221,8 +223,9 @@ async def test_stall_silences_everything_until_unstall() -> None:
             async with asyncio.timeout(seconds(2)):
                 assert await client.ws.recv() == "\n"
             sim.stall()
-            pong = await client.ws.ping()
-            # Ten heart-beat intervals of silence: nothing at all, not even a pong.
+            pong = asyncio.ensure_future(await client.ws.ping())
+            # Ten heart-beat intervals of silence: nothing at all, not even a pong. Not scaled:
+            # a slower machine would only send fewer heart-beats, never more.
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.5):
                     await client.ws.recv()
@@ -280,7 +283,7 @@ async def test_http_refusal_fails_the_handshake(sim: SimServer, status: int) -> 
 
 async def test_other_paths_are_not_found(sim: SimServer) -> None:
     with pytest.raises(InvalidStatus) as info:
-        async with connect(sim.url.replace("/ws", "/other"), subprotocols=OFFERED):  # type: ignore[list-item]
+        async with connect(sim.url.replace("/ws", "/other"), subprotocols=OFFERED):
             pass
     assert info.value.response.status_code == 404
 
@@ -318,8 +321,12 @@ async def test_disconnect_receipt_and_unknown_commands(sim: SimServer) -> None:
 
 async def test_frames_split_across_messages_and_batched(sim: SimServer) -> None:
     async with stomp_client(sim) as client:
-        data = encode_frame(Frame("CONNECT", {"accept-version": "1.2"})) + b"\n" + encode_frame(
-            Frame("SUBSCRIBE", {"id": "s", "destination": topic("A068270"), "receipt": "r"})
+        data = (
+            encode_frame(Frame("CONNECT", {"accept-version": "1.2"}))
+            + b"\n"
+            + encode_frame(
+                Frame("SUBSCRIBE", {"id": "s", "destination": topic("A068270"), "receipt": "r"})
+            )
         )
         for start in range(0, len(data), 7):
             await client.ws.send(data[start : start + 7])  # binary, odd-sized pieces
@@ -327,3 +334,16 @@ async def test_frames_split_across_messages_and_batched(sim: SimServer) -> None:
         assert await client.frame() == Frame("RECEIPT", {"receipt-id": "r"})
         await sim.wait_for(lambda: sim.ticks_sent > 0, seconds(3))
         assert orjson.loads((await client.frame()).body)["code"] == "A068270"
+
+
+async def test_drop_connections_also_ends_stalled_connections(sim: SimServer) -> None:
+    async with stomp_client(sim) as client:
+        await client.connect()
+        sim.stall()
+        # Whether or not the server reads this before the stall bites, the drop must end it.
+        await client.subscribe("s", topic("A005930"))
+        await sim.wait_for(lambda: len(sim.received) >= 1, seconds(3))
+        await sim.drop_connections()
+        assert (sim.open_connections, sim.subscriptions()) == (0, {})
+        with pytest.raises(ConnectionClosedError):
+            await client.reply()
