@@ -213,8 +213,8 @@ class Relayer:
 
     async def _seed_day_statistics(self) -> None:
         """Resume today's open/high/low from the quotes in Redis (after a restart)."""
-        members = await self._redis.smembers(self._names.desired_subscriptions)
-        codes = [code for m in members if (code := self._topics.code(_text(m)))]
+        topics = await self._subscriptions.desired_topics()
+        codes = [code for topic in topics if (code := self._topics.code(topic))]
         if not codes:
             return
         for raw in await self._redis.mget([self._names.quote(code) for code in codes]):
@@ -286,13 +286,10 @@ class Relayer:
         except (orjson.JSONDecodeError, AttributeError):
             return
         if isinstance(command_id, str) and command_id:
-            result = CommandResult(command_id, False, None, f"invalid command: {why}",
-                                   self._subscriptions.active_count)
-            key = self._names.command_result(command_id)
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.lpush(key, result.to_json())
-                pipe.expire(key, 300)
-                await pipe.execute()
+            await self._subscriptions.push_result(CommandResult(
+                command_id, False, None, f"invalid command: {why}",
+                self._subscriptions.active_count,
+            ))
 
     async def _reconcile_periodically(self) -> None:
         while True:
@@ -337,6 +334,3 @@ def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

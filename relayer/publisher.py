@@ -118,10 +118,11 @@ class TickPublisher:
             args += (ts, quote_json, channel)
         try:
             written = await self._script(keys=keys, args=args)
+        except asyncio.CancelledError:
+            self._requeue(batch)  # a stop under a deadline: the count of unwritten stays right
+            raise
         except RedisError as exc:
-            self._buffer[:0] = batch  # keep order: these are older than anything buffered since
-            if len(self._buffer) > self._max_buffered:
-                self._drop_oldest()
+            self._requeue(batch)
             delay = self._backoff.next_delay()
             logger.warning(
                 "Redis write of %d ticks failed (%s); %d buffered, retrying in %.1fs",
@@ -132,6 +133,11 @@ class TickPublisher:
         self._backoff.reset()
         self.written_total += int(written)
         self.stale_total += len(batch) - int(written)
+
+    def _requeue(self, batch: list[tuple[str, str, bytes, str]]) -> None:
+        self._buffer[:0] = batch  # keep order: these are older than anything buffered since
+        if len(self._buffer) > self._max_buffered:
+            self._drop_oldest()
 
     def _drop_oldest(self) -> None:
         excess = len(self._buffer) - self._max_buffered

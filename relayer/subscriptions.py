@@ -83,18 +83,11 @@ class SubscriptionManager:
             return await self._reconcile()
 
     async def _reconcile(self) -> ReconcileReport:
-        desired = {
-            member.decode() if isinstance(member, bytes) else member
-            for member in await self._redis.smembers(self._names.desired_subscriptions)
-        }
+        desired = await self.desired_topics()
         session = self.session
         report = ReconcileReport(connected=session is not None)
         if session is None:
             return report
-        for topic in sorted(desired):
-            if topic not in self.rejected and self._topics.code(topic) is None:
-                self.rejected[topic] = f"not a topic of the form {self._topics.template!r}"
-                logger.error("desired topic %r is invalid; not subscribing it", topic)
         for topic in sorted(set(session.active) - desired):
             await session.unsubscribe(topic)
             report.unsubscribed.append(topic)
@@ -145,6 +138,19 @@ class SubscriptionManager:
         await self.publish_active()
         return report
 
+    async def desired_topics(self) -> set[str]:
+        """The desired set as full topics; a bare code someone added by hand is expanded."""
+        topics = set()
+        for member in await self._redis.smembers(self._names.desired_subscriptions):
+            text = member.decode() if isinstance(member, bytes) else member
+            try:
+                topics.add(self._topics.topic(text))
+            except ValueError as exc:
+                if text not in self.rejected:
+                    self.rejected[text] = str(exc)
+                    logger.error("ignoring desired entry %r: %s", text, exc)
+        return topics
+
     async def publish_active(self) -> None:
         """Mirror the connection's subscriptions into `NS:subs:active` (empty when down)."""
         active = self.session.active if self.session else {}
@@ -170,7 +176,7 @@ class SubscriptionManager:
         except RedisError as exc:
             result = CommandResult(command.id, False, topic, f"relayer cannot read Redis: {exc}",
                                    self.active_count)
-        await self._push_result(result)
+        await self.push_result(result)
         return result
 
     def _result_for(self, command: Command, report: ReconcileReport) -> CommandResult:
@@ -205,7 +211,7 @@ class SubscriptionManager:
             )
         return CommandResult(command.id, ok, topic, message, len(active))
 
-    async def _push_result(self, result: CommandResult) -> None:
+    async def push_result(self, result: CommandResult) -> None:
         key = self._names.command_result(result.id)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:

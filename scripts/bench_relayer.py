@@ -1,0 +1,791 @@
+"""Benchmark of the relayer daemon: ingest throughput and tick-to-Redis latency (DESIGN.md s8).
+
+What runs (all on this machine, each in its own process group):
+- a private `redis-server` on a free port, no persistence (`--save "" --appendonly no`), in a
+  temporary folder;
+- a feeder: this script with `--feeder`, a minimal STOMP 1.2 over WebSocket server (`/ws`,
+  subprotocol `v12.stomp`, no compression) that answers CONNECT (heart-beats `0,0`) and SUBSCRIBE
+  (with RECEIPT) like the Toss feed, then streams MESSAGE frames of Toss tick JSON when told to
+  over its stdin;
+- the real relayer, `python -m relayer`, configured only through its environment, subscribed to
+  20 instrument codes plus one probe code.
+
+How it measures:
+- Throughput (max rate): the feeder writes as fast as the connection drains. After a warm-up, the
+  ticks that reached Redis over the window are the delta of `entries-added` of
+  `XINFO STREAM NS:ticks` (every XADD counts, although the stream is capped). CPU seconds of each
+  process come from /proc/<pid>/stat (utime + stime), so the table shows which process was the
+  bottleneck, and the relayer's CPU time per tick.
+- Latency (paced at R ticks/s): the feeder also sends 200 probe ticks/s for `PROBE_CODE`, each
+  rendered at the moment of sending with `cumulativeAmount` = `time.time_ns()`. The relayer keeps
+  that integer exact in the quote's `cum_amount`, so a subscriber of the probe's tick channel in
+  this process computes `time.time_ns() - cum_amount` for every probe: feeder socket write to
+  Redis PUBLISH delivery, through the relayer.
+
+The feeder must cost almost nothing per tick, since it shares the cores with the relayer and
+Redis: ticks are pre-rendered into a pool (20 codes x 50 prices) of ready WebSocket frames,
+serialised by websockets' own `Frame.serialize` (unmasked text frames: the bytes that
+`ServerConnection.send(str)` would write), and written straight to the transport in chunks,
+honouring the connection's flow control. `--frames-per-message K` packs K STOMP frames into one
+WebSocket message (the real feed sends one).
+
+Usage:
+    .venv/bin/python scripts/bench_relayer.py [--window 10] [--warmup 2]
+        [--rates 1000,5000,20000] [--frames-per-message 1,10] [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import math
+import os
+import platform
+import select
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from http import HTTPStatus
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+import websockets
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.frames import Frame as WsFrame
+from websockets.frames import Opcode
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from relayer.bus import BusNames, TopicTemplate
+from relayer.settings import DEFAULT_TOPIC_TEMPLATE
+from relayer.stomp import Frame, FrameParser, encode_frame
+
+REPO = Path(__file__).resolve().parent.parent
+CODES = (
+    "A005930", "A000660", "A035420", "A051910", "A005380", "A000270", "A068270", "A035720",
+    "A105560", "A055550", "A012330", "A006400", "A028260", "A003550", "A034730", "A015760",
+    "A032830", "A017670", "A096770", "A066570",
+)
+PROBE_CODE = "A900000"
+PRICES_PER_CODE = 50
+PROBES_PER_S = 200
+TICKS_PER_CHUNK = 64  # max-rate writes: one transport.write per this many ticks
+PACE_STEP_S = 0.001
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NAMES = BusNames()
+TOPICS = TopicTemplate(DEFAULT_TOPIC_TEMPLATE)
+
+
+class BenchError(Exception):
+    """The benchmark cannot run or a process under test misbehaved."""
+
+
+# ============================================================================================
+# Feeder: a minimal STOMP 1.2 over WebSocket server (runs in its own process)
+
+
+class Mode(StrEnum):
+    IDLE = "idle"
+    MAX = "max"
+    PACED = "paced"
+
+
+def utc_second() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def tick_body(code: str, price: int, base: int, serial: int, dt: str) -> bytes:
+    """One Toss trade tick (UPSTREAM.md section 1)."""
+    change = price - base
+    return orjson.dumps({
+        "code": code, "dt": dt, "session": "REGULAR", "exchange": "KRX", "currency": "KRW",
+        "base": base, "close": price, "volume": 1 + serial % 37,
+        "tradeType": "BUY" if serial % 2 else "SELL",
+        "changeType": "UP" if change > 0 else "DOWN" if change < 0 else "FLAT",
+        "tradingStrength": 100.0 + serial % 50 / 10, "cumulativeVolume": 1_000_000 + serial,
+        "cumulativeAmount": price * (1_000_000 + serial),
+    })
+
+
+def ws_text(payload: bytes) -> bytes:
+    """A server-to-client WebSocket text frame, serialised by websockets itself."""
+    return WsFrame(Opcode.TEXT, payload).serialize(mask=False)
+
+
+@dataclass(eq=False)  # hashed by identity: peers live in a set
+class StompPeer:
+    """One relayer connection: its subscriptions (id -> code) and rendered tick pools."""
+
+    ws: ServerConnection
+    codes: dict[str, str] = field(default_factory=dict)
+    pools: dict[int, TickPool] = field(default_factory=dict)
+    message_ids: Iterator[int] = field(default_factory=itertools.count)
+
+    def answer(self, frame: Frame) -> Frame | None:
+        """The reply to a client frame, if any (subscriptions are recorded here)."""
+        headers = frame.headers
+        if frame.command in ("CONNECT", "STOMP"):
+            return Frame("CONNECTED", {"version": "1.2", "heart-beat": "0,0",
+                                       "server": "stocking-bench-feeder"})
+        if frame.command == "SUBSCRIBE":
+            code = TOPICS.code(headers.get("destination", ""))
+            if code is not None:
+                self.codes[headers.get("id", "")] = code
+                self.pools.clear()
+        elif frame.command == "UNSUBSCRIBE":
+            self.codes.pop(headers.get("id", ""), None)
+            self.pools.clear()
+        receipt = headers.get("receipt")
+        return Frame("RECEIPT", {"receipt-id": receipt}) if receipt else None
+
+    def pool(self, per_message: int) -> TickPool:
+        if per_message not in self.pools:
+            self.pools[per_message] = TickPool(self, per_message)
+        return self.pools[per_message]
+
+    def message(self, sub_id: str, body: bytes) -> bytes:
+        headers = {"subscription": sub_id, "message-id": f"{sub_id}-{next(self.message_ids)}",
+                   "content-type": "application/json"}
+        return encode_frame(Frame("MESSAGE", headers, body))
+
+    def probe(self) -> bytes | None:
+        """A probe tick stamped now (ns) in cumulativeAmount, as a WebSocket frame."""
+        sub_id = next((s for s, c in self.codes.items() if c == PROBE_CODE), None)
+        if sub_id is None:
+            return None
+        body = orjson.dumps({"code": PROBE_CODE, "dt": utc_second(), "base": 10_000,
+                             "close": 10_000, "volume": 1, "tradeType": "BUY",
+                             "cumulativeVolume": 1, "cumulativeAmount": time.time_ns()})
+        return ws_text(self.message(sub_id, body))
+
+
+class TickPool:
+    """Pre-rendered WebSocket messages (each of `per_message` MESSAGE frames), cycled."""
+
+    def __init__(self, peer: StompPeer, per_message: int) -> None:
+        dt = utc_second()
+        feed = [(s, c) for s, c in peer.codes.items() if c != PROBE_CODE]
+        if not feed:
+            raise BenchError("no instrument subscribed")
+        stomp = []
+        for serial in range(len(feed) * PRICES_PER_CODE):
+            sub_id, code = feed[serial % len(feed)]
+            base = 10_000 + 1_000 * (serial % len(feed))
+            price = base + 10 * (serial // len(feed) - PRICES_PER_CODE // 2)
+            stomp.append(peer.message(sub_id, tick_body(code, price, base, serial, dt)))
+        self.per_message = per_message
+        frames = [ws_text(b"".join(stomp[i:i + per_message]))
+                  for i in range(0, len(stomp) - per_message + 1, per_message)]
+        self._blob = b"".join(frames)
+        self._offsets = [0, *itertools.accumulate(len(f) for f in frames)]
+        self._size = len(frames)
+        self._next = 0
+        step = max(1, TICKS_PER_CHUNK // per_message)
+        self.chunks = [(self._blob[self._offsets[i]:self._offsets[min(i + step, self._size)]],
+                        (min(i + step, self._size) - i) * per_message)
+                       for i in range(0, self._size, step)]
+
+    def take(self, messages: int) -> bytes:
+        """The next `messages` WebSocket messages of the cycle, as one bytes."""
+        parts = []
+        while messages > 0:
+            count = min(messages, self._size - self._next)
+            parts.append(self._blob[self._offsets[self._next]:self._offsets[self._next + count]])
+            self._next = (self._next + count) % self._size
+            messages -= count
+        return b"".join(parts)
+
+
+class Feeder:
+    """Streams ticks to every connected peer in the mode set over stdin."""
+
+    def __init__(self) -> None:
+        self.mode = Mode.IDLE
+        self.per_message = 1
+        self.rate = 0.0
+        self.sent = 0  # ticks written to sockets (probes excluded)
+        self.probes = 0
+        self.peers: set[StompPeer] = set()
+        self._generation = 0
+        self._changed = asyncio.Event()
+
+    def apply(self, words: list[str]) -> None:
+        """`idle` | `max K` | `paced RATE` | `stats` (no change)."""
+        if not words or words[0] == "stats":
+            return
+        self.mode = Mode(words[0])
+        if self.mode is Mode.MAX:
+            self.per_message = int(words[1])
+        elif self.mode is Mode.PACED:
+            self.rate = float(words[1])
+        self._generation += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def stats(self) -> dict[str, object]:
+        return {"mode": self.mode.value, "sent": self.sent, "probes": self.probes,
+                "peers": len(self.peers)}
+
+    async def stream(self, peer: StompPeer) -> None:
+        while True:
+            generation, changed = self._generation, self._changed
+            if self.mode is Mode.MAX:
+                await self._stream_max(peer, generation)
+            elif self.mode is Mode.PACED:
+                await self._stream_paced(peer, generation)
+            if generation == self._generation:
+                await changed.wait()
+
+    async def _stream_max(self, peer: StompPeer, generation: int) -> None:
+        transport = peer.ws.transport
+        chunks = peer.pool(self.per_message).chunks
+        while generation == self._generation and not transport.is_closing():
+            for data, ticks in chunks:
+                transport.write(data)
+                self.sent += ticks
+                await peer.ws.drain()  # waits only while the socket buffer is over its limit
+            await asyncio.sleep(0)  # let control commands in when the socket never blocks
+
+    async def _stream_paced(self, peer: StompPeer, generation: int) -> None:
+        transport = peer.ws.transport
+        pool = peer.pool(1)
+        rate, started = self.rate, time.monotonic()
+        sent = probes = 0
+        while generation == self._generation and not transport.is_closing():
+            elapsed = time.monotonic() - started
+            due = max(0, int(elapsed * rate) - sent)
+            probes_due = max(0, int(elapsed * PROBES_PER_S) - probes)
+            parts = [pool.take(due)] if due else []
+            # Probes are stamped last, just before the write, behind the ticks due with them.
+            parts += filter(None, (peer.probe() for _ in range(probes_due)))
+            sent, probes = sent + due, probes + probes_due
+            self.sent += due
+            self.probes += len(parts) - (1 if due else 0)
+            if parts:
+                transport.write(b"".join(parts))
+                await peer.ws.drain()
+            await asyncio.sleep(PACE_STEP_S)
+
+
+async def serve_peer(ws: ServerConnection, feeder: Feeder) -> None:
+    peer = StompPeer(ws)
+    parser = FrameParser()
+    feeder.peers.add(peer)
+    streaming = asyncio.create_task(feeder.stream(peer))
+    try:
+        async for message in ws:
+            for frame in parser.feed(message):
+                reply = peer.answer(frame)
+                if reply is not None:
+                    await ws.send(encode_frame(reply).decode())
+                if frame.command == "DISCONNECT":
+                    await ws.close()
+    except websockets.ConnectionClosed:
+        pass
+    finally:
+        streaming.cancel()
+        feeder.peers.discard(peer)
+
+
+def only_ws_path(connection: ServerConnection, request: Request) -> Response | None:
+    if request.path != "/ws":
+        return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+    return None
+
+
+async def run_feeder() -> None:
+    """Listen on a free port, say which on stdout, obey stdin commands until EOF."""
+    feeder = Feeder()
+    async with serve(lambda ws: serve_peer(ws, feeder), "127.0.0.1", 0,
+                     subprotocols=[Subprotocol("v12.stomp")], compression=None,
+                     ping_interval=None, process_request=only_ws_path) as server:
+        port = server.sockets[0].getsockname()[1]
+        print(orjson.dumps({"port": port}).decode(), flush=True)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while line := await reader.readline():
+            feeder.apply(line.decode().split())
+            print(orjson.dumps(feeder.stats()).decode(), flush=True)
+
+
+# ============================================================================================
+# Bench side: processes
+
+
+@dataclass
+class Child:
+    """A child process in its own process group, with its output in a log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def check_running(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            raise BenchError(f"{self.name} exited with status {code}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM the process group, SIGKILL it after `grace_s`."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(grace_s)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def spawn(name: str, command: list[str], folder: Path, env: dict[str, str] | None = None,
+          *, piped: bool = False) -> Child:
+    log_path = folder / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, start_new_session=True,
+            stdin=subprocess.PIPE if piped else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if piped else log, stderr=log,
+        )
+    return Child(name, process, log_path)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def start_redis(binary: str, folder: Path) -> tuple[Child, str]:
+    port = free_port()
+    child = spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                            "--appendonly", "no", "--dir", str(folder)], folder)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return child, url
+        except redis.ConnectionError:
+            child.check_running()
+            if time.monotonic() > deadline:
+                raise BenchError(f"redis-server on port {port} did not start") from None
+            time.sleep(0.02)
+        finally:
+            client.close()
+
+
+class FeederControl:
+    """The feeder child, driven by one-line commands on its stdin (one JSON line back)."""
+
+    def __init__(self, folder: Path) -> None:
+        command = [sys.executable, str(Path(__file__).resolve()), "--feeder"]
+        self.child = spawn("feeder", command, folder, child_env(), piped=True)
+        self.port = int(self._read()["port"])
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def command(self, line: str) -> dict[str, Any]:
+        stdin = self.child.process.stdin
+        assert stdin is not None
+        stdin.write(f"{line}\n".encode())
+        stdin.flush()
+        return self._read()
+
+    def _read(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        stdout = self.child.process.stdout
+        assert stdout is not None
+        ready, _, _ = select.select([stdout], [], [], timeout_s)
+        line = stdout.readline() if ready else b""
+        if not line:
+            self.child.check_running()
+            raise BenchError(f"feeder did not answer within {timeout_s}s")
+        answer: dict[str, Any] = orjson.loads(line)
+        return answer
+
+
+def start_relayer(folder: Path, redis_url: str, upstream_url: str) -> Child:
+    env = child_env(
+        REDIS_URL=redis_url, RELAYER_UPSTREAM="sim", RELAYER_UPSTREAM_URL=upstream_url,
+        RELAYER_SUBSCRIBE=",".join((*CODES, PROBE_CODE)), RELAYER_SUBSCRIBE_BATCH="50",
+        LOG_LEVEL="WARNING",
+    )
+    return spawn("relayer", [sys.executable, "-m", "relayer"], folder, env)
+
+
+def wait_subscribed(client: redis.Redis, relayer: Child, timeout_s: float = 30.0) -> None:
+    expected = len(CODES) + 1
+    deadline = time.monotonic() + timeout_s
+    while client.hlen(NAMES.active_subscriptions) < expected:
+        relayer.check_running()
+        if time.monotonic() > deadline:
+            raise BenchError(f"relayer did not subscribe {expected} topics within {timeout_s}s:"
+                             f"\n{relayer.log_tail()}")
+        time.sleep(0.05)
+
+
+# ============================================================================================
+# Bench side: measurements
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()  # fields from #3 (state) on
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds spent not idle, summed over every core."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / CLK_TCK
+
+
+def entries_added(client: redis.Redis) -> int:
+    try:
+        return int(client.xinfo_stream(NAMES.tick_stream)["entries-added"])
+    except redis.ResponseError:  # no stream yet
+        return 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    at: float
+    entries: int
+    cpu: dict[str, float]
+    machine_busy: float
+    fed: int
+    probes: int
+
+
+@dataclass(frozen=True)
+class Window:
+    """What happened between two snapshots."""
+
+    seconds: float
+    ticks: int
+    fed: int
+    probes: int
+    cpu_pct: dict[str, float]
+    machine_pct: float
+
+    @property
+    def ticks_per_s(self) -> float:
+        return self.ticks / self.seconds
+
+    @property
+    def relayer_us_per_tick(self) -> float:
+        return self.cpu_pct["relayer"] / 100 * self.seconds / max(self.ticks, 1) * 1e6
+
+
+class Probe:
+    """Subscribes the probe's tick channel in a thread; latency = now_ns - cum_amount."""
+
+    def __init__(self, redis_url: str) -> None:
+        client = redis.Redis.from_url(redis_url)
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._pubsub.subscribe(NAMES.tick_channel(PROBE_CODE))
+        self._samples: list[float] = []
+        self._recording = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="probe", daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            message = self._pubsub.get_message(timeout=0.2)
+            if message is not None and self._recording:
+                now = time.time_ns()
+                self._samples.append((now - orjson.loads(message["data"])["cum_amount"]) / 1e6)
+
+    def start(self) -> None:
+        self._samples = []
+        self._recording = True
+
+    def take(self) -> list[float]:
+        self._recording = False
+        return sorted(self._samples)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._pubsub.close()
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of sorted values (nan when empty)."""
+    if not ordered:
+        return math.nan
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+@dataclass
+class Bench:
+    """The running system under test and the probes into it."""
+
+    client: redis.Redis
+    feeder: FeederControl
+    pids: dict[str, int]
+    relayer: Child
+    warmup_s: float
+    window_s: float
+
+    def snapshot(self) -> Snapshot:
+        stats = self.feeder.command("stats")
+        return Snapshot(time.monotonic(), entries_added(self.client),
+                        {name: cpu_seconds(pid) for name, pid in self.pids.items()},
+                        machine_busy_seconds(), int(stats["sent"]), int(stats["probes"]))
+
+    def window(self) -> Window:
+        """Warm up, then measure one window."""
+        time.sleep(self.warmup_s)
+        self.relayer.check_running()
+        before = self.snapshot()
+        time.sleep(self.window_s)
+        after = self.snapshot()
+        self.relayer.check_running()
+        seconds = after.at - before.at
+        cpu = {n: (after.cpu[n] - before.cpu[n]) / seconds * 100 for n in self.pids}
+        return Window(seconds, after.entries - before.entries, after.fed - before.fed,
+                      after.probes - before.probes, cpu,
+                      (after.machine_busy - before.machine_busy) / seconds * 100)
+
+    def settle(self, timeout_s: float = 60.0) -> float:
+        """Stop feeding and wait until the relayer has written its backlog; seconds taken."""
+        self.feeder.command("idle")
+        started = last_change = time.monotonic()
+        last = entries_added(self.client)
+        while time.monotonic() - last_change < 0.5:
+            time.sleep(0.1)
+            now = entries_added(self.client)
+            if now != last:
+                last, last_change = now, time.monotonic()
+            if time.monotonic() - started > timeout_s:
+                raise BenchError(f"the relayer was still writing {timeout_s}s after the feed")
+        return last_change - started
+
+    def health(self) -> dict[str, str]:
+        raw = self.client.hgetall(NAMES.relayer_health)
+        return {text(k): text(v) for k, v in raw.items()}
+
+    def max_rate(self, per_message: int) -> dict[str, Any]:
+        self.feeder.command(f"max {per_message}")
+        window = self.window()
+        drained_s = self.settle()
+        health = self.health()
+        if window.ticks == 0:
+            raise BenchError(f"no tick reached Redis; relayer health {health}:\n"
+                             f"{self.relayer.log_tail()}")
+        return {"frames_per_message": per_message, **asdict(window),
+                "ticks_per_s": window.ticks_per_s,
+                "relayer_us_per_tick": window.relayer_us_per_tick,
+                "drain_s": drained_s, "dropped_total": int(health.get("dropped_total", 0)),
+                "malformed_total": int(health.get("malformed_total", 0))}
+
+    def paced(self, rate: float, probe: Probe) -> dict[str, Any]:
+        self.feeder.command(f"paced {rate:g}")
+        time.sleep(self.warmup_s)
+        probe.start()
+        warmup, self.warmup_s = self.warmup_s, 0.0
+        try:
+            window = self.window()
+        finally:
+            self.warmup_s = warmup
+        latencies = probe.take()
+        self.settle()
+        return {"rate": rate, "offered_per_s": rate + PROBES_PER_S, **asdict(window),
+                "ticks_per_s": window.ticks_per_s, "samples": len(latencies),
+                "p50_ms": percentile(latencies, 0.50), "p99_ms": percentile(latencies, 0.99),
+                "max_ms": latencies[-1] if latencies else math.nan}
+
+
+# ============================================================================================
+# Report
+
+
+def machine_facts(redis_binary: str) -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown")
+    version = subprocess.run([redis_binary, "--version"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    redis_version = next((w[2:] for w in version if w.startswith("v=")), " ".join(version))
+    return {"nproc": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
+            "cpu_model": model, "python": platform.python_version(),
+            "redis_server": redis_version, "websockets": package_version("websockets"),
+            "redis_py": package_version("redis"), "kernel": platform.release()}
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = [" | ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("-+-".join("-" * w for w in widths))
+    lines += [" | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def max_rate_table(results: list[dict[str, Any]]) -> str:
+    headers = ["K", "ticks/s to Redis", "fed/s", "relayer CPU%", "us CPU/tick",
+               "ticks per relayer CPU-s", "feeder CPU%", "redis CPU%", "machine CPU%", "dropped"]
+    rows = []
+    for r in results:
+        cpu = r["cpu_pct"]
+        rows.append([str(r["frames_per_message"]), f"{r['ticks_per_s']:,.0f}",
+                     f"{r['fed'] / r['seconds']:,.0f}", f"{cpu['relayer']:.0f}",
+                     f"{r['relayer_us_per_tick']:.1f}", f"{1e6 / r['relayer_us_per_tick']:,.0f}",
+                     f"{cpu['feeder']:.0f}", f"{cpu['redis']:.0f}", f"{r['machine_pct']:.0f}",
+                     str(r["dropped_total"])])
+    return table(headers, rows)
+
+
+def latency_table(results: list[dict[str, Any]]) -> str:
+    headers = ["offered ticks/s", "achieved ticks/s", "probes", "p50 ms", "p99 ms", "max ms",
+               "relayer CPU%", "redis CPU%", "feeder CPU%"]
+    rows = []
+    for r in results:
+        cpu = r["cpu_pct"]
+        rows.append([f"{r['rate']:,.0f} + {PROBES_PER_S}", f"{r['ticks_per_s']:,.0f}",
+                     str(r["samples"]), f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                     f"{r['max_ms']:.2f}", f"{cpu['relayer']:.0f}", f"{cpu['redis']:.0f}",
+                     f"{cpu['feeder']:.0f}"])
+    return table(headers, rows)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    facts = report["machine"]
+    print(f"\ncommand: {report['command']}")
+    print(f"machine: {facts['nproc']} CPUs ({facts['usable_cpus']} usable), {facts['cpu_model']},"
+          f" Linux {facts['kernel']}; Python {facts['python']}, redis-server "
+          f"{facts['redis_server']}, websockets {facts['websockets']}, redis-py "
+          f"{facts['redis_py']}")
+    print(f"window {report['window_s']:g} s after {report['warmup_s']:g} s warm-up; CPU% is "
+          f"of one core (machine: of all {facts['nproc']})\n")
+    print("Max-rate ingest (K = STOMP frames per WebSocket message):")
+    print(max_rate_table(report["max_rate"]))
+    print(f"\nTick-to-Redis latency (paced, + {PROBES_PER_S} probe ticks/s; feeder write to "
+          "PUBLISH delivery):")
+    print(latency_table(report["latency"]))
+
+
+# ============================================================================================
+# Entry point
+
+
+def run(options: argparse.Namespace) -> dict[str, Any]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise BenchError("redis-server not found on PATH (apt-get install redis-server); "
+                         "the benchmark needs a real Redis")
+    report: dict[str, Any] = {
+        "command": shlex.join([sys.executable, *sys.argv]), "machine": machine_facts(binary),
+        "window_s": options.window, "warmup_s": options.warmup, "max_rate": [], "latency": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="stocking-bench-") as tmp, \
+            contextlib.ExitStack() as stack:
+        folder = Path(tmp)
+        redis_child, redis_url = start_redis(binary, folder)
+        stack.callback(redis_child.stop)
+        feeder = FeederControl(folder)
+        stack.callback(feeder.child.stop)
+        relayer = start_relayer(folder, redis_url, feeder.url)
+        stack.callback(relayer.stop)
+        client = redis.Redis.from_url(redis_url)
+        stack.callback(client.close)
+        wait_subscribed(client, relayer)
+        probe = Probe(redis_url)
+        stack.callback(probe.close)
+        pids = {"relayer": relayer.pid, "feeder": feeder.child.pid, "redis": redis_child.pid,
+                "bench": os.getpid()}
+        bench = Bench(client, feeder, pids, relayer, options.warmup, options.window)
+        for per_message in options.frames_per_message:
+            print(f"max rate, {per_message} frame(s) per message ...", flush=True)
+            report["max_rate"].append(bench.max_rate(per_message))
+        for rate in options.rates:
+            print(f"paced at {rate:g} ticks/s ...", flush=True)
+            report["latency"].append(bench.paced(rate, probe))
+    return report
+
+
+def int_list(value: str) -> list[int]:
+    return [int(item) for item in value.split(",") if item.strip()]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark the relayer (python -m relayer).")
+    parser.add_argument("--window", type=float, help="seconds measured per scenario (10)")
+    parser.add_argument("--warmup", type=float, help="seconds before each window (2)")
+    parser.add_argument("--rates", type=int_list, default=[1000, 5000, 20000],
+                        help="paced rates in ticks/s, comma-separated (1000,5000,20000)")
+    parser.add_argument("--frames-per-message", type=int_list, default=[1, 10],
+                        help="STOMP frames per WebSocket message for max rate (1,10)")
+    parser.add_argument("--quick", action="store_true", help="short windows: a smoke run")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--feeder", action="store_true", help=argparse.SUPPRESS)
+    options = parser.parse_args(argv)
+    if options.window is None:
+        options.window = 2.0 if options.quick else 10.0
+    if options.warmup is None:
+        options.warmup = 1.0 if options.quick else 2.0
+    return options
+
+
+def main(argv: list[str]) -> int:
+    options = parse_args(argv)
+    if options.feeder:
+        asyncio.run(run_feeder())
+        return 0
+    try:
+        report = run(options)
+    except BenchError as exc:
+        print(f"bench_relayer: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench_relayer: interrupted; everything stopped", file=sys.stderr)
+        return 130
+    print_report(report)
+    if options.json:
+        options.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        print(f"\nJSON written to {options.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
