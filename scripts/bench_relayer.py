@@ -516,8 +516,10 @@ class Probe:
     """Subscribes the probe's tick channel in a thread; latency = now_ns - cum_amount."""
 
     def __init__(self, redis_url: str) -> None:
-        client = redis.Redis.from_url(redis_url)
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        # Kept referenced: a collected client closes the connection its pub/sub is using.
+        self._client = redis.Redis.from_url(redis_url)
+        self._pubsub = self._client.pubsub(  # type: ignore[no-untyped-call]
+            ignore_subscribe_messages=True)
         self._pubsub.subscribe(NAMES.tick_channel(PROBE_CODE))
         self._samples: list[float] = []
         self._recording = False
@@ -544,6 +546,7 @@ class Probe:
         self._stop.set()
         self._thread.join(2)
         self._pubsub.close()
+        self._client.close()
 
 
 def text(value: bytes | str) -> str:
@@ -631,6 +634,8 @@ class Bench:
             self.warmup_s = warmup
         latencies = probe.take()
         self.settle()
+        if not latencies:
+            raise BenchError(f"no probe quote arrived on {NAMES.tick_channel(PROBE_CODE)}")
         return {"rate": rate, "offered_per_s": rate + PROBES_PER_S, **asdict(window),
                 "ticks_per_s": window.ticks_per_s, "samples": len(latencies),
                 "p50_ms": percentile(latencies, 0.50), "p99_ms": percentile(latencies, 0.99),

@@ -23,6 +23,7 @@ from tests.support.bus_client import (
     wait_connected,
 )
 from tests.support.env import scaled
+from tests.support.http_server import canned_http_server
 from tests.support.relayer_process import RelayerProcess
 
 SAMSUNG = "/topic/v1/kr/stock/trade/A005930"
@@ -184,10 +185,11 @@ async def test_flapping_server_does_not_cause_a_reconnect_storm(
     start_relayer: StartRelayer, sim: SimServer
 ) -> None:
     sim.accept_then_close = True
-    relayer = start_relayer()
+    relayer = start_relayer(RELAYER_BACKOFF_MAX_S="2")
     await asyncio.sleep(4)
-    # Delays 0.2 s doubling to 1 s, half of each fixed: at most 1 + 0.1,0.3,0.7,1.5,2.5,3.5
-    # -> 7 handshakes in 4 s. A bare reconnect loop makes hundreds.
+    # Delays 0.2 s doubling to 2 s, at least half of each fixed: the first handshake, then at
+    # the earliest 0.1, 0.3, 0.7, 1.5, 2.5, 3.5 s -> 7 in 4 s. A bare reconnect loop makes
+    # hundreds.
     assert 2 <= sim.connections_total <= 7, sim.connections_total
     relayer.assert_running()
 
@@ -322,3 +324,20 @@ async def test_older_tick_never_overwrites_a_newer_quote(
 
     await eventually(ticks_in_stream, what="ticks in the stream")
     assert orjson.loads(await redis.get(NAMES.quote("A005930"))) == future
+
+
+async def test_toss_adapter_sends_a_fresh_guest_key_and_never_logs_it(
+    start_relayer: StartRelayer, redis: Redis, sim: SimServer
+) -> None:
+    with canned_http_server() as token_server:
+        token_server.answer = b'{"result": "guest-key-7f3a9c"}'
+        relayer = start_relayer(RELAYER_UPSTREAM="toss", RELAYER_SUBSCRIBE="A005930",
+                                RELAYER_TOSS_TOKEN_URL=f"{token_server.url}/refresh-utk")
+        await wait_connected(redis, subscriptions=1)
+        [connect] = [f for f in sim.received if f.command == "CONNECT"]
+        assert connect.headers["authorization"] == "guest-key-7f3a9c"
+        assert connect.headers["device-id"].startswith("WTS-")
+        assert connect.headers["accept-version"] == "1.2"
+        assert connect.headers["connection-id"]
+        assert "guest-key-7f3a9c" not in relayer.log()
+        assert "guest-key-7f3a9c" not in str(await redis.hgetall(NAMES.relayer_health))

@@ -4,9 +4,7 @@ and the approval key request against a real local HTTP server."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import orjson
@@ -23,6 +21,7 @@ from relayer.kis import (
     subscribe_message,
 )
 from relayer.quotes import MalformedTick
+from tests.support.http_server import CannedHttpServer, canned_http_server
 from tests.support.kis_samples import SAMSUNG_0930_15, SAMSUNG_0930_16_BUY, SAMSUNG_0930_16_SELL
 
 APPROVAL_KEY = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
@@ -225,58 +224,21 @@ APP_KEY = "PSabcdefghijklmnopqrstuvwxyz012345"
 APP_SECRET = "s3cr3t-S3CR3T-0123456789/abcdefghijklmnopqrstuvwxyz+ABCDEFGHIJKL="
 
 
-class ApprovalServer(ThreadingHTTPServer):
-    """Answers every POST with `status` and `answer`, recording (path, content type, body)."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _ApprovalHandler)
-        self.status = 200
-        self.answer = b""
-        self.received: list[tuple[str, str | None, bytes]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _ApprovalHandler(BaseHTTPRequestHandler):
-    server: ApprovalServer
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.server.received.append((self.path, self.headers.get("Content-Type"), body))
-        self.send_response(self.server.status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(self.server.answer)))
-        self.end_headers()
-        self.wfile.write(self.server.answer)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # keep pytest output to what the test says
-
-
 @pytest.fixture
-def approval_server() -> Iterator[ApprovalServer]:
-    server = ApprovalServer()
-    # A short poll interval so shutdown() in teardown returns quickly.
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-    )
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+def approval_server() -> Iterator[CannedHttpServer]:
+    with canned_http_server() as server:
+        yield server
 
 
 async def test_fetch_approval_key_sends_secretkey_and_returns_key(
-    approval_server: ApprovalServer,
+    approval_server: CannedHttpServer,
 ) -> None:
     approval_server.answer = orjson.dumps({"approval_key": APPROVAL_KEY})
     async with httpx.AsyncClient(timeout=5) as client:
         key = await fetch_approval_key(client, approval_server.url + "/", APP_KEY, APP_SECRET)
     assert key == APPROVAL_KEY
-    [(path, content_type, body)] = approval_server.received
+    [(method, path, content_type, body)] = approval_server.received
+    assert method == "POST"
     assert path == "/oauth2/Approval"
     assert content_type is not None and content_type.startswith("application/json")
     assert orjson.loads(body) == {
@@ -287,7 +249,7 @@ async def test_fetch_approval_key_sends_secretkey_and_returns_key(
 
 
 async def test_fetch_approval_key_403_raises_without_the_secret(
-    approval_server: ApprovalServer,
+    approval_server: CannedHttpServer,
 ) -> None:
     approval_server.status = 403
     # A server that echoes the credentials back must not get them into our error message.
@@ -307,7 +269,7 @@ async def test_fetch_approval_key_403_raises_without_the_secret(
 
 @pytest.mark.parametrize("answer", [b"not json", b"{}", b'{"approval_key":""}', b"[]"])
 async def test_fetch_approval_key_bad_success_answer_raises(
-    approval_server: ApprovalServer, answer: bytes
+    approval_server: CannedHttpServer, answer: bytes
 ) -> None:
     approval_server.answer = answer
     async with httpx.AsyncClient(timeout=5) as client:
