@@ -38,16 +38,15 @@ from relayer.bus import (
     format_utc,
 )
 from relayer.health import HealthReporter, RelayerStats
+from relayer.intake import TickIntake
 from relayer.lease import LeadershipLost, Lease
 from relayer.publisher import TickPublisher
-from relayer.quotes import MalformedTick, QuoteBuilder, TradePrint
+from relayer.quotes import QuoteBuilder
 from relayer.settings import RelayerSettings
 from relayer.subscriptions import Pacing, SubscriptionManager
 from relayer.upstream import AuthRejected, Connector, UpstreamSession
 
 logger = logging.getLogger(__name__)
-
-_MALFORMED_LOG_EVERY_S = 10.0
 
 
 class Relayer:
@@ -91,11 +90,11 @@ class Relayer:
         self._lease = Lease(
             redis, self._names.relayer_leader, self._instance, settings.relayer_lease_ttl_ms
         )
+        self._intake = TickIntake(self._builder, self._publisher, self.stats)
         self._health = HealthReporter(redis, self._names, settings.relayer_health_ttl_s)
         self._leading = False
         self._stopping = False
         self._stop_requested = asyncio.Event()
-        self._malformed_logged_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -158,7 +157,7 @@ class Relayer:
         while True:
             self.stats.state = RelayerState.CONNECTING
             try:
-                session = await self._connector.open(self._on_trade, self._on_malformed)
+                session = await self._connector.open(self._intake)
             except AuthRejected as exc:
                 delay = self._settings.relayer_auth_failure_delay_s
                 logger.error(
@@ -221,21 +220,6 @@ class Relayer:
             if raw:
                 with contextlib.suppress(ValueError, TypeError, KeyError):
                     self._builder.seed_day(Quote.from_json(raw))
-
-    def _on_trade(self, trade: TradePrint) -> None:
-        quote = self._builder.build(trade)
-        self._publisher.add(quote)
-        stats = self.stats
-        stats.ticks_total += 1
-        stats.last_tick_at = quote.received_at
-
-    def _on_malformed(self, error: MalformedTick, body: bytes) -> None:
-        self.stats.malformed_total += 1
-        now = time.monotonic()
-        if now - self._malformed_logged_at >= _MALFORMED_LOG_EVERY_S:
-            self._malformed_logged_at = now
-            logger.warning("skipped a malformed tick (%d so far): %s; body %r",
-                           self.stats.malformed_total, error, body[:200])
 
     # ------------------------------------------------------------------ commands
 

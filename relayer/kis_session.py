@@ -34,10 +34,9 @@ from relayer.kis import (
 from relayer.quotes import MalformedTick
 from relayer.upstream import (
     AuthRejected,
-    MalformedHandler,
     SessionClosed,
     SubscribeRejected,
-    TradeHandler,
+    TickSink,
     UpstreamError,
 )
 
@@ -96,7 +95,7 @@ class KisConnector:
             logger.info("obtained a KIS approval key")
         return self._approval_key
 
-    async def open(self, on_trade: TradeHandler, on_malformed: MalformedHandler) -> KisSession:
+    async def open(self, sink: TickSink) -> KisSession:
         approval_key = await self._current_approval_key()
         try:
             ws = await connect(
@@ -112,7 +111,7 @@ class KisConnector:
             if status in (401, 403):
                 raise AuthRejected(f"WebSocket handshake refused with HTTP {status}") from exc
             raise UpstreamError(f"WebSocket handshake answered HTTP {status}") from exc
-        return KisSession(ws, self, approval_key, on_trade, on_malformed)
+        return KisSession(ws, self, approval_key, sink)
 
 
 class KisSession:
@@ -121,14 +120,12 @@ class KisSession:
         ws: ClientConnection,
         connector: KisConnector,
         approval_key: str,
-        on_trade: TradeHandler,
-        on_malformed: MalformedHandler,
+        sink: TickSink,
     ) -> None:
         self._ws = ws
         self._connector = connector
         self._approval_key = approval_key
-        self._on_trade = on_trade
-        self._on_malformed = on_malformed
+        self._sink = sink
         self._active: dict[str, ActiveSubscription] = {}
         self._acks: dict[str, asyncio.Future[KisAck]] = {}  # tr_key -> the ack we wait for
 
@@ -190,17 +187,19 @@ class KisSession:
                 try:
                     parsed = parse_kis_message(text)
                 except MalformedTick as exc:
-                    self._on_malformed(exc, text.encode())
+                    self._sink.malformed(exc, text.encode())
                     continue
                 if isinstance(parsed, KisTrades):
                     for trade in parsed.trades:
-                        self._on_trade(trade)
+                        self._sink.trade(trade)
                 elif isinstance(parsed, KisPingPong):
                     await self._ws.send(parsed.raw)
                 elif isinstance(parsed, KisAck):
                     waiting = self._acks.get(parsed.tr_key or "")
                     if waiting is not None and not waiting.done():
                         waiting.set_result(parsed)
+                if self._sink.congested():
+                    await self._sink.wait_for_room()
         except ConnectionClosedOK:
             pass
         except ConnectionClosed as exc:

@@ -34,20 +34,16 @@ from relayer.stomp import (
 from relayer.toss import parse_toss_tick
 from relayer.upstream import (
     AuthRejected,
-    MalformedHandler,
     SessionClosed,
     Stalled,
     SubscribeRejected,
-    TradeHandler,
+    TickSink,
     UpstreamError,
 )
 
 logger = logging.getLogger(__name__)
 
 SUBPROTOCOLS = [Subprotocol("v12.stomp"), Subprotocol("v11.stomp"), Subprotocol("v10.stomp")]
-# Yield to the event loop every so many WebSocket messages, so that the Redis writer runs even
-# when the socket always has data ready.
-_YIELD_EVERY = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +70,7 @@ class StompConnector:
         self._credentials = credentials
         self._device_id = f"WTS-{uuid.uuid4().hex}"  # one per process, as the browser does
 
-    async def open(self, on_trade: TradeHandler, on_malformed: MalformedHandler) -> StompSession:
+    async def open(self, sink: TickSink) -> StompSession:
         options = self._options
         headers = {"accept-version": "1.2", "heart-beat": f"{options.heartbeat_ms},"
                    f"{options.heartbeat_ms}"}
@@ -101,7 +97,7 @@ class StompConnector:
             if status in (401, 403):
                 raise AuthRejected(f"WebSocket handshake refused with HTTP {status}") from exc
             raise UpstreamError(f"WebSocket handshake answered HTTP {status}") from exc
-        session = StompSession(ws, options, on_trade, on_malformed)
+        session = StompSession(ws, options, sink)
         try:
             async with asyncio.timeout(options.connect_timeout_s):
                 await session.handshake(headers)
@@ -116,13 +112,11 @@ class StompSession:
         self,
         ws: ClientConnection,
         options: StompOptions,
-        on_trade: TradeHandler,
-        on_malformed: MalformedHandler,
+        sink: TickSink,
     ) -> None:
         self._ws = ws
         self._options = options
-        self._on_trade = on_trade
-        self._on_malformed = on_malformed
+        self._sink = sink
         self._parser = FrameParser(options.max_frame_bytes)
         self._ids = itertools.count(1)
         self._active: dict[str, ActiveSubscription] = {}
@@ -253,25 +247,24 @@ class StompSession:
             raise closed from None
 
     async def _read(self) -> None:
-        on_trade, on_malformed = self._on_trade, self._on_malformed
+        sink = self._sink
+        trade, malformed, congested = sink.trade, sink.malformed, sink.congested
         parser = self._parser
-        received = 0
         try:
             async for message in self._ws:
                 self._last_received = time.monotonic()
                 for frame in parser.feed(message):
                     if frame.command == "MESSAGE":
                         try:
-                            trade = parse_toss_tick(frame.body)
+                            tick = parse_toss_tick(frame.body)
                         except MalformedTick as exc:
-                            on_malformed(exc, frame.body)
+                            malformed(exc, frame.body)
                         else:
-                            on_trade(trade)
+                            trade(tick)
                     else:
                         self._handle_control(frame)
-                received += 1
-                if received % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
+                if congested():
+                    await sink.wait_for_room()
         except ConnectionClosedOK:
             return
 

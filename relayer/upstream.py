@@ -15,7 +15,6 @@ UpstreamError
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from relayer.bus import ActiveSubscription
@@ -49,9 +48,22 @@ class Stalled(UpstreamError):
     pass
 
 
-# Callbacks from the read loop. Synchronous on purpose: they run once per tick on the hot path.
-TradeHandler = Callable[[TradePrint], None]
-MalformedHandler = Callable[[MalformedTick, bytes], None]
+class TickSink(Protocol):
+    """Where a session's read loop delivers what it reads.
+
+    `trade` and `malformed` are synchronous on purpose: they run once per tick on the hot path.
+    After each WebSocket message the loop checks `congested()` and, when it is true, awaits
+    `wait_for_room()`: reading stops, TCP pushes back on the upstream, and memory stays bounded
+    when ticks arrive faster than Redis takes them.
+    """
+
+    def trade(self, trade: TradePrint) -> None: ...
+
+    def malformed(self, error: MalformedTick, body: bytes) -> None: ...
+
+    def congested(self) -> bool: ...
+
+    async def wait_for_room(self) -> None: ...
 
 
 class UpstreamSession(Protocol):
@@ -82,5 +94,4 @@ class UpstreamSession(Protocol):
 
 
 class Connector(Protocol):
-    async def open(self, on_trade: TradeHandler, on_malformed: MalformedHandler) -> UpstreamSession:
-        ...
+    async def open(self, sink: TickSink) -> UpstreamSession: ...

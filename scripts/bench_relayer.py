@@ -29,9 +29,14 @@ serialised by websockets' own `Frame.serialize` (unmasked text frames: the bytes
 honouring the connection's flow control. `--frames-per-message K` packs K STOMP frames into one
 WebSocket message (the real feed sends one).
 
+The report also shows each window's relayer resident memory (a relayer that reads faster than
+it writes buffers the difference, so its memory grows) and the CPU used by processes outside the
+benchmark ("other": a busy machine makes the numbers unclean, and the report says so).
+
 Usage:
     .venv/bin/python scripts/bench_relayer.py [--window 10] [--warmup 2]
         [--rates 1000,5000,20000] [--frames-per-message 1,10] [--quick] [--json PATH]
+        [--relayer-env NAME=VALUE ...]   (e.g. RELAYER_FLUSH_MAX_BATCH=2000: measure a setting)
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ PRICES_PER_CODE = 50
 PROBES_PER_S = 200
 TICKS_PER_CHUNK = 64  # max-rate writes: one transport.write per this many ticks
 PACE_STEP_S = 0.001
+NOISY_OTHER_PCT = 15.0  # CPU% used outside the benchmark above which a report warns
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NAMES = BusNames()
 TOPICS = TopicTemplate(DEFAULT_TOPIC_TEMPLATE)
@@ -187,7 +193,6 @@ class TickPool:
             base = 10_000 + 1_000 * (serial % len(feed))
             price = base + 10 * (serial // len(feed) - PRICES_PER_CODE // 2)
             stomp.append(peer.message(sub_id, tick_body(code, price, base, serial, dt)))
-        self.per_message = per_message
         frames = [ws_text(b"".join(stomp[i:i + per_message]))
                   for i in range(0, len(stomp) - per_message + 1, per_message)]
         self._blob = b"".join(frames)
@@ -392,16 +397,25 @@ def start_redis(binary: str, folder: Path) -> tuple[Child, str]:
     child = spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                             "--appendonly", "no", "--dir", str(folder)], folder)
     url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_redis(url, child)
+    except BaseException:  # including Ctrl-C: the caller does not own the child yet
+        child.stop()
+        raise
+    return child, url
+
+
+def wait_redis(url: str, child: Child, timeout_s: float = 10.0) -> None:
     client = redis.Redis.from_url(url, socket_connect_timeout=0.2)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + timeout_s
     while True:
         try:
             client.ping()
-            return child, url
+            return
         except redis.ConnectionError:
             child.check_running()
             if time.monotonic() > deadline:
-                raise BenchError(f"redis-server on port {port} did not start") from None
+                raise BenchError(f"redis-server at {url} did not start") from None
             time.sleep(0.02)
         finally:
             client.close()
@@ -413,7 +427,11 @@ class FeederControl:
     def __init__(self, folder: Path) -> None:
         command = [sys.executable, str(Path(__file__).resolve()), "--feeder"]
         self.child = spawn("feeder", command, folder, child_env(), piped=True)
-        self.port = int(self._read()["port"])
+        try:
+            self.port = int(self._read()["port"])
+        except BaseException:  # including Ctrl-C: the caller does not own the child yet
+            self.child.stop()
+            raise
 
     @property
     def url(self) -> str:
@@ -438,11 +456,12 @@ class FeederControl:
         return answer
 
 
-def start_relayer(folder: Path, redis_url: str, upstream_url: str) -> Child:
+def start_relayer(folder: Path, redis_url: str, upstream_url: str,
+                  extra_env: dict[str, str]) -> Child:
     env = child_env(
         REDIS_URL=redis_url, RELAYER_UPSTREAM="sim", RELAYER_UPSTREAM_URL=upstream_url,
         RELAYER_SUBSCRIBE=",".join((*CODES, PROBE_CODE)), RELAYER_SUBSCRIBE_BATCH="50",
-        LOG_LEVEL="WARNING",
+        LOG_LEVEL="WARNING", **extra_env,
     )
     return spawn("relayer", [sys.executable, "-m", "relayer"], folder, env)
 
@@ -475,6 +494,14 @@ def machine_busy_seconds() -> float:
     return (sum(values) - values[3] - values[4]) / CLK_TCK
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process: a growing relayer is buffering what it cannot write."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
 def entries_added(client: redis.Redis) -> int:
     try:
         return int(client.xinfo_stream(NAMES.tick_stream)["entries-added"])
@@ -490,6 +517,7 @@ class Snapshot:
     machine_busy: float
     fed: int
     probes: int
+    relayer_rss_mb: float
 
 
 @dataclass(frozen=True)
@@ -502,6 +530,7 @@ class Window:
     probes: int
     cpu_pct: dict[str, float]
     machine_pct: float
+    relayer_rss_mb: tuple[float, float]  # at the start and at the end of the window
 
     @property
     def ticks_per_s(self) -> float:
@@ -510,6 +539,11 @@ class Window:
     @property
     def relayer_us_per_tick(self) -> float:
         return self.cpu_pct["relayer"] / 100 * self.seconds / max(self.ticks, 1) * 1e6
+
+    @property
+    def other_pct(self) -> float:
+        """CPU used by processes outside the benchmark: high means the window is not clean."""
+        return max(0.0, self.machine_pct - sum(self.cpu_pct.values()))
 
 
 class Probe:
@@ -575,11 +609,11 @@ class Bench:
         stats = self.feeder.command("stats")
         return Snapshot(time.monotonic(), entries_added(self.client),
                         {name: cpu_seconds(pid) for name, pid in self.pids.items()},
-                        machine_busy_seconds(), int(stats["sent"]), int(stats["probes"]))
+                        machine_busy_seconds(), int(stats["sent"]), int(stats["probes"]),
+                        rss_mb(self.relayer.pid))
 
     def window(self) -> Window:
-        """Warm up, then measure one window."""
-        time.sleep(self.warmup_s)
+        """Measure one window (the caller has warmed up)."""
         self.relayer.check_running()
         before = self.snapshot()
         time.sleep(self.window_s)
@@ -589,7 +623,8 @@ class Bench:
         cpu = {n: (after.cpu[n] - before.cpu[n]) / seconds * 100 for n in self.pids}
         return Window(seconds, after.entries - before.entries, after.fed - before.fed,
                       after.probes - before.probes, cpu,
-                      (after.machine_busy - before.machine_busy) / seconds * 100)
+                      (after.machine_busy - before.machine_busy) / seconds * 100,
+                      (before.relayer_rss_mb, after.relayer_rss_mb))
 
     def settle(self, timeout_s: float = 60.0) -> float:
         """Stop feeding and wait until the relayer has written its backlog; seconds taken."""
@@ -611,6 +646,7 @@ class Bench:
 
     def max_rate(self, per_message: int) -> dict[str, Any]:
         self.feeder.command(f"max {per_message}")
+        time.sleep(self.warmup_s)
         window = self.window()
         drained_s = self.settle()
         health = self.health()
@@ -618,7 +654,7 @@ class Bench:
             raise BenchError(f"no tick reached Redis; relayer health {health}:\n"
                              f"{self.relayer.log_tail()}")
         return {"frames_per_message": per_message, **asdict(window),
-                "ticks_per_s": window.ticks_per_s,
+                "ticks_per_s": window.ticks_per_s, "other_pct": window.other_pct,
                 "relayer_us_per_tick": window.relayer_us_per_tick,
                 "drain_s": drained_s, "dropped_total": int(health.get("dropped_total", 0)),
                 "malformed_total": int(health.get("malformed_total", 0))}
@@ -627,19 +663,16 @@ class Bench:
         self.feeder.command(f"paced {rate:g}")
         time.sleep(self.warmup_s)
         probe.start()
-        warmup, self.warmup_s = self.warmup_s, 0.0
-        try:
-            window = self.window()
-        finally:
-            self.warmup_s = warmup
+        window = self.window()
         latencies = probe.take()
         self.settle()
         if not latencies:
             raise BenchError(f"no probe quote arrived on {NAMES.tick_channel(PROBE_CODE)}")
         return {"rate": rate, "offered_per_s": rate + PROBES_PER_S, **asdict(window),
-                "ticks_per_s": window.ticks_per_s, "samples": len(latencies),
+                "ticks_per_s": window.ticks_per_s, "other_pct": window.other_pct,
+                "samples": len(latencies),
                 "p50_ms": percentile(latencies, 0.50), "p99_ms": percentile(latencies, 0.99),
-                "max_ms": latencies[-1] if latencies else math.nan}
+                "max_ms": latencies[-1]}
 
 
 # ============================================================================================
@@ -669,28 +702,29 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 def max_rate_table(results: list[dict[str, Any]]) -> str:
     headers = ["K", "ticks/s to Redis", "fed/s", "relayer CPU%", "us CPU/tick",
-               "ticks per relayer CPU-s", "feeder CPU%", "redis CPU%", "machine CPU%", "dropped"]
+               "ticks per relayer CPU-s", "feeder CPU%", "redis CPU%", "other CPU%",
+               "relayer RSS MB", "dropped"]
     rows = []
     for r in results:
         cpu = r["cpu_pct"]
         rows.append([str(r["frames_per_message"]), f"{r['ticks_per_s']:,.0f}",
                      f"{r['fed'] / r['seconds']:,.0f}", f"{cpu['relayer']:.0f}",
                      f"{r['relayer_us_per_tick']:.1f}", f"{1e6 / r['relayer_us_per_tick']:,.0f}",
-                     f"{cpu['feeder']:.0f}", f"{cpu['redis']:.0f}", f"{r['machine_pct']:.0f}",
-                     str(r["dropped_total"])])
+                     f"{cpu['feeder']:.0f}", f"{cpu['redis']:.0f}", f"{r['other_pct']:.0f}",
+                     "{:.0f} -> {:.0f}".format(*r["relayer_rss_mb"]), str(r["dropped_total"])])
     return table(headers, rows)
 
 
 def latency_table(results: list[dict[str, Any]]) -> str:
     headers = ["offered ticks/s", "achieved ticks/s", "probes", "p50 ms", "p99 ms", "max ms",
-               "relayer CPU%", "redis CPU%", "feeder CPU%"]
+               "relayer CPU%", "redis CPU%", "feeder CPU%", "other CPU%"]
     rows = []
     for r in results:
         cpu = r["cpu_pct"]
         rows.append([f"{r['rate']:,.0f} + {PROBES_PER_S}", f"{r['ticks_per_s']:,.0f}",
                      str(r["samples"]), f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
                      f"{r['max_ms']:.2f}", f"{cpu['relayer']:.0f}", f"{cpu['redis']:.0f}",
-                     f"{cpu['feeder']:.0f}"])
+                     f"{cpu['feeder']:.0f}", f"{r['other_pct']:.0f}"])
     return table(headers, rows)
 
 
@@ -701,13 +735,20 @@ def print_report(report: dict[str, Any]) -> None:
           f" Linux {facts['kernel']}; Python {facts['python']}, redis-server "
           f"{facts['redis_server']}, websockets {facts['websockets']}, redis-py "
           f"{facts['redis_py']}")
+    if report["relayer_env"]:
+        print("relayer environment: " + " ".join(f"{k}={v}" for k, v in
+                                                 report["relayer_env"].items()))
     print(f"window {report['window_s']:g} s after {report['warmup_s']:g} s warm-up; CPU% is "
-          f"of one core (machine: of all {facts['nproc']})\n")
+          "of one core; other = machine busy time not used by the benchmark's processes\n")
     print("Max-rate ingest (K = STOMP frames per WebSocket message):")
     print(max_rate_table(report["max_rate"]))
     print(f"\nTick-to-Redis latency (paced, + {PROBES_PER_S} probe ticks/s; feeder write to "
           "PUBLISH delivery):")
     print(latency_table(report["latency"]))
+    noisy = max((r["other_pct"] for r in [*report["max_rate"], *report["latency"]]), default=0)
+    if noisy > NOISY_OTHER_PCT:
+        print(f"\nWARNING: processes outside the benchmark used up to {noisy:.0f}% CPU during a "
+              "window; these numbers are not clean. Re-run on a quiet machine.")
 
 
 # ============================================================================================
@@ -721,7 +762,8 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
                          "the benchmark needs a real Redis")
     report: dict[str, Any] = {
         "command": shlex.join([sys.executable, *sys.argv]), "machine": machine_facts(binary),
-        "window_s": options.window, "warmup_s": options.warmup, "max_rate": [], "latency": [],
+        "window_s": options.window, "warmup_s": options.warmup,
+        "relayer_env": options.relayer_env, "max_rate": [], "latency": [],
     }
     with tempfile.TemporaryDirectory(prefix="stocking-bench-") as tmp, \
             contextlib.ExitStack() as stack:
@@ -730,7 +772,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         stack.callback(redis_child.stop)
         feeder = FeederControl(folder)
         stack.callback(feeder.child.stop)
-        relayer = start_relayer(folder, redis_url, feeder.url)
+        relayer = start_relayer(folder, redis_url, feeder.url, options.relayer_env)
         stack.callback(relayer.stop)
         client = redis.Redis.from_url(redis_url)
         stack.callback(client.close)
@@ -753,6 +795,13 @@ def int_list(value: str) -> list[int]:
     return [int(item) for item in value.split(",") if item.strip()]
 
 
+def env_pair(value: str) -> tuple[str, str]:
+    name, sep, setting = value.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {value!r}")
+    return name, setting
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark the relayer (python -m relayer).")
     parser.add_argument("--window", type=float, help="seconds measured per scenario (10)")
@@ -761,10 +810,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="paced rates in ticks/s, comma-separated (1000,5000,20000)")
     parser.add_argument("--frames-per-message", type=int_list, default=[1, 10],
                         help="STOMP frames per WebSocket message for max rate (1,10)")
+    parser.add_argument("--relayer-env", type=env_pair, action="append", default=[],
+                        metavar="NAME=VALUE",
+                        help="extra environment for the relayer (repeatable), e.g. "
+                             "RELAYER_FLUSH_MAX_BATCH=2000, to measure a setting")
     parser.add_argument("--quick", action="store_true", help="short windows: a smoke run")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--feeder", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
+    options.relayer_env = dict(options.relayer_env)
     if options.window is None:
         options.window = 2.0 if options.quick else 10.0
     if options.warmup is None:
