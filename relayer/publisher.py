@@ -42,12 +42,16 @@ WRITE_TICKS = """
 local stream = KEYS[1]
 local ttl, maxlen, field = ARGV[1], ARGV[2], ARGV[3]
 local code_from, channel_prefix = tonumber(ARGV[4]) + 1, ARGV[5]
+local function tick_time(quote)  -- a plain find: much cheaper than a pattern match
+  local at = string.find(quote, '"ts":"', 1, true)
+  return at and string.sub(quote, at + 6, at + 25)  -- YYYY-MM-DDTHH:MM:SSZ
+end
 local written = 0
 for i = 2, #KEYS do
   local quote = ARGV[i + 4]
-  local ts = string.match(quote, '"ts":"([^"]*)"')
+  local ts = tick_time(quote)
   local current = redis.call('GET', KEYS[i])
-  local current_ts = current and string.match(current, '"ts":"([^"]*)"')
+  local current_ts = current and tick_time(current)
   if not current_ts or current_ts <= ts then
     redis.call('SET', KEYS[i], quote, 'EX', ttl)
     redis.call('PUBLISH', channel_prefix .. string.sub(KEYS[i], code_from), quote)

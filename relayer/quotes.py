@@ -8,11 +8,13 @@ injectable for tests.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
 
 from relayer.bus import Quote
 
@@ -64,14 +66,17 @@ class QuoteBuilder:
     second over its life.
     """
 
-    __slots__ = ("_clock", "_day_stats", "_received_prefix", "_received_second", "_seq")
+    __slots__ = ("_clock", "_day_stats", "_received_millis", "_received_prefix",
+                 "_received_second", "_received_text", "_seq")
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._seq = int(clock() * 1_000_000)
         self._day_stats: dict[str, _DayStats] = {}
+        self._received_millis = -1
         self._received_second = -1
         self._received_prefix = ""
+        self._received_text = ""
 
     def seed_day(self, quote: Quote) -> None:
         """Resume a day's open/high/low from the quote already in Redis (after a restart)."""
@@ -127,17 +132,21 @@ class QuoteBuilder:
         )
 
     def _received_at(self) -> str:
-        # Whole microseconds first, as datetime.fromtimestamp does: `now - int(now)` on a float
-        # near 1.7e9 is 3.99999ms for a clock that reads .004, which would print "003".
-        second, micros = divmod(round(self._clock() * 1_000_000), 1_000_000)
-        if second != self._received_second:  # strftime once a second, not once a tick
-            self._received_second = second
-            self._received_prefix = datetime.fromtimestamp(second, UTC).strftime(
-                "%Y-%m-%dT%H:%M:%S."
-            )
-        return f"{self._received_prefix}{micros // 1000:03d}Z"
+        # Dozens of ticks share a millisecond at high rates: format each millisecond once.
+        millis = int(self._clock() * 1000)
+        if millis != self._received_millis:
+            self._received_millis = millis
+            second, fraction = divmod(millis, 1000)
+            if second != self._received_second:
+                self._received_second = second
+                self._received_prefix = datetime.fromtimestamp(second, UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%S."
+                )
+            self._received_text = f"{self._received_prefix}{fraction:03d}Z"
+        return self._received_text
 
 
+@lru_cache(maxsize=65536)  # prices move on a tick grid: the same pairs recur all day
 def change_rate(change: int, base: int) -> str:
     """Percent change against the reference price, two decimals, half up: "0.99", "-1.25"."""
     if base <= 0:
@@ -164,7 +173,7 @@ def exact_int(value: object, name: str) -> int:
 
 def count_int(value: object, name: str) -> int:
     """A non-negative exact integer (volumes, amounts)."""
-    number = exact_int(value, name)
+    number = value if type(value) is int else exact_int(value, name)
     if number < 0:
         raise MalformedTick(f"{name} is negative: {number}")
     return number
@@ -174,6 +183,10 @@ def decimal_text(value: object, name: str) -> str | None:
     """A two-decimal string ("112.30") from a JSON number or numeric string; None if absent."""
     if value is None:
         return None
+    if type(value) is float and math.isfinite(value) and value == round(value, 2):
+        # Fast path for what feeds send (112.3): the double nearest a two-decimal number prints
+        # as exactly that number, so this equals the Decimal route below.
+        return f"{value:.2f}"
     try:
         # repr() of a float is its shortest round-trip form, so 112.3 stays 112.3, not 112.2999...
         number = Decimal(repr(value) if isinstance(value, float) else str(value))

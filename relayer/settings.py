@@ -92,7 +92,7 @@ class RelayerSettings(BaseSettings):
     # Redis writes.
     quote_ttl_s: int = Field(86400, gt=0)
     tick_stream_maxlen: int = Field(100_000, gt=0)
-    relayer_flush_max_batch: int = Field(500, gt=0)
+    relayer_flush_max_batch: int = Field(2000, gt=0)
     relayer_buffer_max_ticks: int = Field(200_000, gt=0)
     relayer_redis_timeout_s: float = Field(2.0, gt=0)
 

@@ -165,19 +165,22 @@ class FrameParser:
         except UnicodeDecodeError as exc:
             raise StompProtocolError("frame headers are not UTF-8") from exc
         lines = text.split("\n")
-        command = lines[0].removesuffix("\r")
+        if "\r" in text:
+            lines = [line.removesuffix("\r") for line in lines]
+        command = lines[0]
         if not command or not command.isalpha():
             raise StompProtocolError(f"invalid command {command[:40]!r}")
-        escaped = command not in _UNESCAPED_COMMANDS
+        # Checked once per frame, not per header: this loop runs for every tick.
+        escaped = "\\" in text and command not in _UNESCAPED_COMMANDS
         headers: dict[str, str] = {}
         for line in lines[1:]:
-            line = line.removesuffix("\r")
             name, sep, value = line.partition(":")
             if not sep:
                 raise StompProtocolError(f"header line without a colon: {line[:60]!r}")
             if escaped:
                 name, value = unescape_header(name), unescape_header(value)
-            headers.setdefault(name, value)  # the first of repeated headers wins
+            if name not in headers:  # the first of repeated headers wins
+                headers[name] = value
         length_text = headers.get("content-length")
         if length_text is not None:
             if not (length_text.isascii() and length_text.isdigit()):  # "²".isdigit() is True

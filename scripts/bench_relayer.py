@@ -75,7 +75,7 @@ from websockets.frames import Opcode
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from relayer.bus import BusNames, TopicTemplate
+from relayer.bus import BusNames, Command, CommandResult, CommandType, TopicTemplate
 from relayer.settings import DEFAULT_TOPIC_TEMPLATE
 from relayer.stomp import Frame, FrameParser, encode_frame
 
@@ -659,6 +659,33 @@ class Bench:
                 "drain_s": drained_s, "dropped_total": int(health.get("dropped_total", 0)),
                 "malformed_total": int(health.get("malformed_total", 0))}
 
+    def command_round_trips(self, count: int) -> dict[str, Any]:
+        """Admin-style commands as the API sends them: desired set, nudge, BLPOP the result.
+
+        Each subscribe goes upstream as a SUBSCRIBE with a receipt, so the round trip covers
+        Redis pub/sub, the relayer's reconcile, the upstream receipt and the result push.
+        """
+        timings: dict[CommandType, list[float]] = {CommandType.SUBSCRIBE: [],
+                                                   CommandType.UNSUBSCRIBE: []}
+        for serial in range(count):
+            topic = TOPICS.topic(f"A8{serial:05d}")
+            for kind in (CommandType.SUBSCRIBE, CommandType.UNSUBSCRIBE):
+                command = Command(kind, topic)
+                started = time.perf_counter()
+                if kind is CommandType.SUBSCRIBE:
+                    self.client.sadd(NAMES.desired_subscriptions, topic)
+                else:
+                    self.client.srem(NAMES.desired_subscriptions, topic)
+                self.client.publish(NAMES.commands, command.to_json())
+                answer = self.client.blpop([NAMES.command_result(command.id)], timeout=10)
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                if answer is None or not CommandResult.from_json(answer[1]).ok:
+                    raise BenchError(f"command {kind} {topic} failed: {answer!r}")
+                timings[kind].append(elapsed_ms)
+        return {kind.value: {"samples": len(values), "p50_ms": percentile(sorted(values), 0.50),
+                             "p99_ms": percentile(sorted(values), 0.99), "max_ms": max(values)}
+                for kind, values in timings.items()}
+
     def paced(self, rate: float, probe: Probe) -> dict[str, Any]:
         self.feeder.command(f"paced {rate:g}")
         time.sleep(self.warmup_s)
@@ -745,6 +772,11 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"\nTick-to-Redis latency (paced, + {PROBES_PER_S} probe ticks/s; feeder write to "
           "PUBLISH delivery):")
     print(latency_table(report["latency"]))
+    print("\nCommand round trip (SADD/SREM + PUBLISH NS:cmd -> receipted upstream -> "
+          "BLPOP result):")
+    print(table(["command", "samples", "p50 ms", "p99 ms", "max ms"],
+                [[kind, str(c["samples"]), f"{c['p50_ms']:.2f}", f"{c['p99_ms']:.2f}",
+                  f"{c['max_ms']:.2f}"] for kind, c in report["commands"].items()]))
     noisy = max((r["other_pct"] for r in [*report["max_rate"], *report["latency"]]), default=0)
     if noisy > NOISY_OTHER_PCT:
         print(f"\nWARNING: processes outside the benchmark used up to {noisy:.0f}% CPU during a "
@@ -785,6 +817,8 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         for per_message in options.frames_per_message:
             print(f"max rate, {per_message} frame(s) per message ...", flush=True)
             report["max_rate"].append(bench.max_rate(per_message))
+        print(f"{options.commands} subscribe + unsubscribe command round trips ...", flush=True)
+        report["commands"] = bench.command_round_trips(options.commands)
         for rate in options.rates:
             print(f"paced at {rate:g} ticks/s ...", flush=True)
             report["latency"].append(bench.paced(rate, probe))
@@ -814,6 +848,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         metavar="NAME=VALUE",
                         help="extra environment for the relayer (repeatable), e.g. "
                              "RELAYER_FLUSH_MAX_BATCH=2000, to measure a setting")
+    parser.add_argument("--commands", type=int, help="subscribe/unsubscribe round trips (500)")
     parser.add_argument("--quick", action="store_true", help="short windows: a smoke run")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--feeder", action="store_true", help=argparse.SUPPRESS)
@@ -823,6 +858,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         options.window = 2.0 if options.quick else 10.0
     if options.warmup is None:
         options.warmup = 1.0 if options.quick else 2.0
+    if options.commands is None:
+        options.commands = 50 if options.quick else 500
     return options
 
 

@@ -128,6 +128,13 @@ def test_quote_json_field_names_and_order() -> None:
     ]  # fmt: skip
 
 
+def test_quote_json_matches_the_dataclass_fields() -> None:
+    # to_json spells the fields out for speed; it must stay in step with the dataclass.
+    quote = contract_quote()
+    assert orjson.loads(quote.to_json()) == orjson.loads(orjson.dumps(quote))
+    assert list(orjson.loads(quote.to_json())) == list(Quote.__dataclass_fields__)
+
+
 def test_quote_prices_are_json_integers_and_rates_strings() -> None:
     data = orjson.loads(contract_quote().to_json())
     for name in ("price", "base", "change", "volume", "cum_volume", "cum_amount", "open",
