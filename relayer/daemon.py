@@ -165,7 +165,7 @@ class Relayer:
                     "credential settings; retrying in %.0fs", self.stats.upstream, exc, delay)
                 await self._pause(delay)
                 continue
-            except Exception as exc:
+            except Exception as exc:  # any failure to connect (network, TLS, protocol): retry
                 delay = backoff.next_delay()
                 logger.warning("cannot connect to %s: %s; retrying in %.1fs",
                                self.stats.upstream, _describe(exc), delay)
@@ -181,7 +181,7 @@ class Relayer:
             logger.info("connected to %s", self.stats.upstream)
             try:
                 await self._serve(session)
-            except Exception as exc:
+            except Exception as exc:  # the connection ended, whatever the reason: reconnect
                 logger.warning("upstream connection ended: %s", _describe(exc))
             finally:
                 self._subscriptions.session = None

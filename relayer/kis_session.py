@@ -38,6 +38,7 @@ from relayer.upstream import (
     SubscribeRejected,
     TickSink,
     UpstreamError,
+    handshake_refused,
 )
 
 logger = logging.getLogger(__name__)
@@ -107,10 +108,7 @@ class KisConnector:
                 proxy=None,
             )
         except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                raise AuthRejected(f"WebSocket handshake refused with HTTP {status}") from exc
-            raise UpstreamError(f"WebSocket handshake answered HTTP {status}") from exc
+            raise handshake_refused(exc.response.status_code) from exc
         return KisSession(ws, self, approval_key, sink)
 
 

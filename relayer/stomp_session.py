@@ -39,6 +39,7 @@ from relayer.upstream import (
     SubscribeRejected,
     TickSink,
     UpstreamError,
+    handshake_refused,
 )
 
 logger = logging.getLogger(__name__)
@@ -93,10 +94,7 @@ class StompConnector:
                     proxy=None,
                 )
         except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                raise AuthRejected(f"WebSocket handshake refused with HTTP {status}") from exc
-            raise UpstreamError(f"WebSocket handshake answered HTTP {status}") from exc
+            raise handshake_refused(exc.response.status_code) from exc
         session = StompSession(ws, options, sink)
         try:
             async with asyncio.timeout(options.connect_timeout_s):

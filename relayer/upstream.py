@@ -48,6 +48,17 @@ class Stalled(UpstreamError):
     pass
 
 
+def handshake_refused(status: int) -> UpstreamError:
+    """The error for an HTTP answer other than 101 to the WebSocket handshake.
+
+    401/403 mean our credentials: retried slowly, with a clear message. Anything else (502, 503,
+    ...) is a server having a bad moment: normal backoff.
+    """
+    if status in (401, 403):
+        return AuthRejected(f"WebSocket handshake refused with HTTP {status}")
+    return UpstreamError(f"WebSocket handshake answered HTTP {status}")
+
+
 class TickSink(Protocol):
     """Where a session's read loop delivers what it reads.
 
