@@ -22,7 +22,7 @@ from tests.support.bus_client import (
     send_command,
     wait_connected,
 )
-from tests.support.env import scaled
+from tests.support.env import free_port, scaled
 from tests.support.http_server import canned_http_server
 from tests.support.relayer_process import RelayerProcess
 
@@ -341,3 +341,28 @@ async def test_toss_adapter_sends_a_fresh_guest_key_and_never_logs_it(
         assert connect.headers["connection-id"]
         assert "guest-key-7f3a9c" not in relayer.log()
         assert "guest-key-7f3a9c" not in str(await redis.hgetall(NAMES.relayer_health))
+
+
+async def test_relays_into_the_embedded_redis_of_a_bare_machine(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    """start_services.sh falls back to the embedded fakeredis server; the relayer works on it."""
+    embedded = RedisServer(port=free_port(), folder=tmp_path, real=False)
+    embedded.start()
+    redis = Redis.from_url(embedded.url)
+    relayer = RelayerProcess(tmp_path / "relayer.log", {
+        "REDIS_URL": embedded.url, "RELAYER_UPSTREAM_URL": sim.url,
+        "RELAYER_SUBSCRIBE": "A005930"}).start()
+    try:
+        await wait_connected(redis, subscriptions=1)
+
+        async def has_quote() -> bool:
+            return await latest_quote(redis, "A005930") is not None
+
+        await eventually(has_quote, what="a quote in the embedded Redis")
+        result = await send_command(redis, CommandType.SUBSCRIBE, HYNIX)
+        assert result.ok and result.active == 2
+    finally:
+        relayer.kill()
+        await redis.aclose()
+        embedded.stop()
