@@ -96,6 +96,12 @@ class BusNames:
         """Lease string: only its holder holds the upstream connection."""
         return f"{self.ns}:relayer:leader"
 
+    # Keys the API alone uses (still named here, so that one module owns every name).
+
+    def login_attempts(self, scope: str, subject: str) -> str:
+        """Counter of failed logins in the current window; scope `account` or `address`."""
+        return f"{self.ns}:ratelimit:login:{scope}:{subject}"
+
 
 COMMAND_RESULT_TTL_S = 300
 

@@ -1,0 +1,52 @@
+"""The application factory: `create_app(settings)` builds a FastAPI app whose resources (SQL
+engine, Redis pool) live in its lifespan. Tests build their own app with their own settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.auth.routes import router as auth_router
+from api.auth.service import ensure_admin_account
+from api.errors import install_error_handlers
+from api.quotes.routes import router as quotes_router
+from api.resources import Resources
+from api.settings import ApiSettings
+from api.subscriptions.routes import router as subscriptions_router
+from api.subscriptions.service import restore_desired_subscriptions
+from api.system.routes import router as system_router
+
+logger = logging.getLogger(__name__)
+
+# Work to do once the resources exist, in order, in every worker (each one is idempotent).
+StartupHook = Callable[[Resources], Awaitable[None]]
+STARTUP: tuple[StartupHook, ...] = (ensure_admin_account, restore_desired_subscriptions)
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resources = Resources.open(settings)
+        app.state.resources = resources
+        try:
+            for hook in STARTUP:
+                await hook(resources)
+            yield
+        finally:
+            await resources.close()
+
+    app = FastAPI(
+        title="StocKing API",
+        version="1.0.0",
+        summary="Virtual stock trading on the Korean market",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(system_router)
+    app.include_router(auth_router, prefix="/api/v1")
+    app.include_router(quotes_router, prefix="/api/v1/trading/realtime")
+    app.include_router(subscriptions_router, prefix="/api/v1/admin/websocket/subscriptions")
+    return app

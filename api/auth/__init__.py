@@ -1,0 +1,1 @@
+"""Accounts and tokens: register, login (rate limited), refresh, the current user."""

@@ -1,0 +1,7 @@
+"""HTTP routes of api.quotes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,46 @@
+"""The long-lived resources of one API process, created in the app's lifespan.
+
+Held on `app.state.resources` and reached by routes through the dependencies in `api.deps`.
+Nothing here is created at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from api.db import Database, make_engine
+from api.settings import ApiSettings
+from relayer.bus import BusNames, TopicTemplate
+
+
+@dataclass
+class Resources:
+    settings: ApiSettings
+    db: Database
+    redis: Redis
+    names: BusNames
+    topics: TopicTemplate
+
+    @classmethod
+    def open(cls, settings: ApiSettings) -> Resources:
+        timeout = settings.api_redis_timeout_s
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            max_connections=settings.api_redis_max_connections,
+            # No retries: a Redis outage must answer 503 at once, not after a backoff.
+            retry=Retry(NoBackoff(), 0),
+        )
+        engine = make_engine(settings.database_url, pool_size=settings.database_pool_size,
+                             echo=settings.database_echo)
+        return cls(settings, Database(engine), redis, BusNames(settings.stocking_ns),
+                   TopicTemplate(settings.relayer_topic_template))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        self.db.dispose()

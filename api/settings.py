@@ -1,0 +1,82 @@
+"""The API's settings: every one an environment variable with a development default.
+
+Field names are the environment variable names in lower case, as in `relayer.settings`. Built
+once in the entry point (`api.main`, or a test) and passed to `create_app`; nothing else reads
+the environment. Development defaults are refused in production (`STOCKING_ENV=production`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TOPIC_TEMPLATE = "/topic/v1/kr/stock/trade/{code}"
+JWT_MIN_KEY_BYTES = 32
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    stocking_env: Environment = Environment.DEVELOPMENT
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    stocking_ns: str = "stocking"
+    database_url: str = "sqlite:///./stocking.db"
+    relayer_topic_template: str = DEFAULT_TOPIC_TEMPLATE
+
+    # Auth. In development an unset key becomes a random one (gunicorn.conf.py draws it once in
+    # the master so that every worker shares it); production refuses to start without one.
+    jwt_secret_key: SecretStr | None = None
+    jwt_access_ttl_s: int = Field(900, gt=0)
+    jwt_refresh_ttl_s: int = Field(14 * 24 * 3600, gt=0)
+    stocking_admin_email: str | None = None
+    stocking_admin_password: SecretStr | None = None
+    password_min_length: int = Field(10, ge=8)
+    login_max_attempts_per_account: int = Field(5, gt=0)
+    login_max_attempts_per_address: int = Field(20, gt=0)
+    login_window_s: int = Field(300, gt=0)
+    # Trust X-Forwarded-For for the client address (only behind a proxy that sets it).
+    trust_forwarded_for: bool = False
+
+    # Redis: short timeouts, so an outage gives fast 503s instead of hung workers.
+    api_redis_timeout_s: float = Field(0.5, gt=0)
+    api_redis_max_connections: int = Field(64, gt=0)
+    quote_max_age_s: float = Field(10.0, gt=0)
+    command_timeout_s: float = Field(10.0, gt=0)
+    relayer_health_max_age_s: float = Field(5.0, gt=0)
+
+    # SQL.
+    database_pool_size: int = Field(10, gt=0)
+    database_echo: bool = False
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_development_defaults_in_production(self) -> ApiSettings:
+        if self.stocking_env is Environment.PRODUCTION:
+            key = self.jwt_secret_key.get_secret_value() if self.jwt_secret_key else ""
+            if len(key.encode()) < JWT_MIN_KEY_BYTES:
+                raise ValueError(
+                    f"JWT_SECRET_KEY of at least {JWT_MIN_KEY_BYTES} bytes is required in "
+                    "production"
+                )
+            if self.database_url.startswith("sqlite"):
+                raise ValueError("DATABASE_URL must name a real database in production")
+        elif self.jwt_secret_key is not None and len(
+            self.jwt_secret_key.get_secret_value().encode()
+        ) < JWT_MIN_KEY_BYTES:
+            raise ValueError(f"JWT_SECRET_KEY must be at least {JWT_MIN_KEY_BYTES} bytes")
+        return self
+
+    def signing_key(self) -> str:
+        """The JWT key; in development a per-process random one when none is configured."""
+        if self.jwt_secret_key is None:
+            self.jwt_secret_key = SecretStr(secrets.token_urlsafe(48))
+        return self.jwt_secret_key.get_secret_value()

@@ -1,0 +1,68 @@
+"""Fixtures for API tests: settings, a migrated database, a client through the real app."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from api.app import create_app
+from api.settings import ApiSettings
+from tests.conftest import RedisServer
+from tests.support.databases import (
+    fresh_mysql_database,
+    fresh_sqlite_database,
+    mysql_unreachable_reason,
+)
+
+ADMIN_EMAIL = "admin@stocking.test"
+ADMIN_PASSWORD = "admin-password-0001"
+TEST_JWT_KEY = "test-signing-key-" + "x" * 40
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """MariaDB/MySQL when reachable (the test of record), else SQLite, said in the report."""
+    if mysql_unreachable_reason() is None:
+        with fresh_mysql_database() as url:
+            yield url
+    else:
+        with fresh_sqlite_database(tmp_path) as url:
+            yield url
+
+
+@pytest.fixture
+def mysql_database_url() -> Iterator[str]:
+    """For checks that only mean something on MySQL/MariaDB: skipped loudly without one."""
+    reason = mysql_unreachable_reason()
+    if reason is not None:
+        pytest.skip(f"SKIPPED MySQL-only check: {reason}")
+    with fresh_mysql_database() as url:
+        yield url
+
+
+@pytest.fixture
+def api_settings(redis_server: RedisServer, database_url: str) -> ApiSettings:
+    return ApiSettings(
+        redis_url=redis_server.url,
+        database_url=database_url,
+        jwt_secret_key=SecretStr(TEST_JWT_KEY),
+        stocking_admin_email=ADMIN_EMAIL,
+        stocking_admin_password=SecretStr(ADMIN_PASSWORD),
+    )
+
+
+@pytest.fixture
+def client(api_settings: ApiSettings) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings)) as test_client:
+        yield test_client
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    reason = mysql_unreachable_reason()
+    if reason is None:
+        return ["API tests: MariaDB/MySQL (fresh database per test)"]
+    return [f"API tests: SQLite ONLY - {reason}; MySQL-only checks will be SKIPPED"]
