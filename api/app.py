@@ -17,6 +17,7 @@ from api.resources import Resources
 from api.settings import ApiSettings
 from api.subscriptions.routes import router as subscriptions_router
 from api.subscriptions.service import restore_desired_subscriptions
+from api.system.metrics import MetricsMiddleware
 from api.system.routes import router as system_router
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware)
     app.include_router(system_router)
     app.include_router(auth_router, prefix="/api/v1")
     app.include_router(quotes_router, prefix="/api/v1/trading/realtime")

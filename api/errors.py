@@ -6,6 +6,7 @@ renders every error, ours or the framework's, as RFC 9457 `application/problem+j
      +-- Conflict                  409
      +-- Unauthorized              401 (with WWW-Authenticate: Bearer)
      +-- Forbidden                 403
+     +-- Unprocessable             422 (a well-formed request whose values we refuse)
      +-- TooManyRequests           429 (with Retry-After)
      +-- ServiceUnavailable        503
 
@@ -60,6 +61,10 @@ class Unauthorized(ApiError):
 
 class Forbidden(ApiError):
     status, code, title = 403, "forbidden", "Forbidden"
+
+
+class Unprocessable(ApiError):
+    status, code, title = 422, "unprocessable", "Unprocessable request"
 
 
 class TooManyRequests(ApiError):

@@ -11,7 +11,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from api.settings import ApiSettings
+from api.settings import DatabaseSettings
 
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "migrations" / "alembic.ini"
 
@@ -28,7 +28,8 @@ def upgrade(database_url: str, *, configure_logging: bool = True) -> None:
 
 
 def main() -> int:
-    upgrade(ApiSettings().database_url)
+    # Only DATABASE_URL: a migrations job needs no JWT key or Redis.
+    upgrade(DatabaseSettings().database_url)
     return 0
 
 

@@ -13,6 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from api.db import Database, make_engine
+from api.quotes.cache import QuoteCache
 from api.settings import ApiSettings
 from relayer.bus import BusNames, TopicTemplate
 
@@ -22,8 +23,12 @@ class Resources:
     settings: ApiSettings
     db: Database
     redis: Redis
+    # For blocking commands only (BLPOP on a command result): the shared pool's short socket
+    # timeout would cut a wait of `command_timeout_s` short.
+    blocking_redis: Redis
     names: BusNames
     topics: TopicTemplate
+    quote_cache: QuoteCache
 
     @classmethod
     def open(cls, settings: ApiSettings) -> Resources:
@@ -36,11 +41,20 @@ class Resources:
             # No retries: a Redis outage must answer 503 at once, not after a backoff.
             retry=Retry(NoBackoff(), 0),
         )
+        blocking_redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.command_timeout_s + 2,
+            socket_connect_timeout=timeout,
+            max_connections=settings.api_redis_max_connections,
+            retry=Retry(NoBackoff(), 0),
+        )
         engine = make_engine(settings.database_url, pool_size=settings.database_pool_size,
                              echo=settings.database_echo)
-        return cls(settings, Database(engine), redis, BusNames(settings.stocking_ns),
-                   TopicTemplate(settings.relayer_topic_template))
+        return cls(settings, Database(engine), redis, blocking_redis,
+                   BusNames(settings.stocking_ns), TopicTemplate(settings.relayer_topic_template),
+                   QuoteCache(settings.quote_cache_ttl_s))
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self.blocking_redis.aclose()
         self.db.dispose()

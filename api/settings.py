@@ -22,6 +22,14 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class DatabaseSettings(BaseSettings):
+    """Just DATABASE_URL, for tools that need nothing else (migrations)."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    database_url: str = "sqlite:///./stocking.db"
+
+
 class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
@@ -49,12 +57,20 @@ class ApiSettings(BaseSettings):
     api_redis_timeout_s: float = Field(0.5, gt=0)
     api_redis_max_connections: int = Field(64, gt=0)
     quote_max_age_s: float = Field(10.0, gt=0)
+    # Per-worker memo of single-quote reads (api.quotes.cache); 0 turns it off.
+    quote_cache_ttl_s: float = Field(0.05, ge=0)
     command_timeout_s: float = Field(10.0, gt=0)
     relayer_health_max_age_s: float = Field(5.0, gt=0)
 
     # SQL.
     database_pool_size: int = Field(10, gt=0)
     database_echo: bool = False
+
+    # Operations. /ready gives each check (Redis, SQL, relayer health) this long.
+    ready_timeout_s: float = Field(1.0, gt=0)
+    # Set by gunicorn.conf.py before the workers start: each worker writes its metrics there,
+    # and /metrics merges them (prometheus-client's multiprocess mode). Unset: one process.
+    prometheus_multiproc_dir: str | None = None
 
     log_level: str = "INFO"
 

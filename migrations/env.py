@@ -8,13 +8,13 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 from api.models import Base
-from api.settings import ApiSettings
+from api.settings import DatabaseSettings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
     fileConfig(config.config_file_name)
 
-url = config.attributes.get("database_url") or ApiSettings().database_url
+url = config.attributes.get("database_url") or DatabaseSettings().database_url
 target_metadata = Base.metadata
 
 

@@ -182,6 +182,11 @@ class Relayer:
             try:
                 await self._serve(session)
             except Exception as exc:  # the connection ended, whatever the reason: reconnect
+                if self._stopping:
+                    # A stop raced the connection's end and the error replaced the
+                    # cancellation: we were asked to stop, not to reconnect. (Task.cancelling()
+                    # cannot tell: a TaskGroup cancels its parent when a child fails.)
+                    raise asyncio.CancelledError from exc
                 logger.warning("upstream connection ended: %s", _describe(exc))
             finally:
                 self._subscriptions.session = None
@@ -310,6 +315,8 @@ class Relayer:
                        s.relayer_backoff_factor)
 
     async def _pause(self, delay: float) -> None:
+        if self._stopping:  # an error may have replaced the cancellation of a stop
+            raise asyncio.CancelledError
         self.stats.state = RelayerState.BACKOFF
         await asyncio.sleep(delay)
 

@@ -45,6 +45,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=".venv/.installed-$(sha256sum "$lock" | cut -c1-16)"
+dev_stamp=".venv/.installed-$(sha256sum requirements-dev.lock | cut -c1-16)"
+# The dev lock pins the runtime lock's packages at the same versions (both compiled from
+# pyproject.toml) plus the test tools, so a .venv installed for the tests also serves
+# start_services.sh (which would otherwise swap the install back and forth).
+if [ "$profile" = runtime ] && [ -f "$dev_stamp" ]; then
+  stamp=$dev_stamp
+fi
 if [ ! -f "$stamp" ]; then
   say "installing $lock into .venv"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r "$lock"

@@ -1,22 +1,36 @@
 """Runs the whole platform on one machine and keeps it running: the body of start_services.sh.
 
-Starts, in order: Redis (unless one is configured or already answering), the exchange simulator
-(unless a real upstream is configured), the relayer. A child that dies is restarted with capped
-exponential backoff; the relayer exiting with status 2 (bad configuration) stops everything,
-since restarting cannot fix it. SIGINT/SIGTERM stop the children in reverse order (SIGTERM,
-then SIGKILL after a grace period) and free their ports.
+Starts, in order: Redis (unless one is configured or already answering), the database
+migrations (once; a failure stops everything), the exchange simulator (unless a real upstream
+is configured), the relayer, the fills worker (once `api/fills.py` exists), the API (Gunicorn,
+`gunicorn.conf.py`), which must answer GET /health before the platform counts as up. A child
+that dies is restarted with capped exponential backoff; the relayer exiting with status 2 (bad
+configuration) stops everything, since restarting cannot fix it. SIGINT/SIGTERM stop the
+children one at a time in reverse order (SIGTERM, then SIGKILL of the child's whole process
+group after a grace period) and free their ports.
+
+In development (STOCKING_ENV is not `production`) it also provides what the API needs to be
+usable at once: an admin account (admin@stocking.local with a password drawn for this run,
+printed once) unless STOCKING_ADMIN_EMAIL/STOCKING_ADMIN_PASSWORD are set, and a JWT signing
+key for this run unless JWT_SECRET_KEY is set.
 
 Python rather than bash so that signal handling, backoff and readiness checks are explicit.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,7 +46,11 @@ DEFAULT_CODES = (
     "A035720,A006400,A105560,A055550,A012330,A028260,A066570,A003670,A096770,A034730"
 )
 CONFIG_ERROR_EXIT = 2
-STOP_GRACE_S = 10.0
+# Longer than Gunicorn's graceful_timeout (10 s), so that in-flight requests can finish.
+STOP_GRACE_S = 15.0
+# Each Gunicorn worker imports the app and runs its startup before /health answers.
+API_START_TIMEOUT_S = 60.0
+DEV_ADMIN_EMAIL = "admin@stocking.local"
 
 
 def log(message: str) -> None:
@@ -70,6 +88,19 @@ class Child:
             log(f"{self.name} did not stop in time; killing it")
             self.process.kill()
             self.process.wait()
+        self.kill_leftovers()
+
+    def kill_leftovers(self) -> None:
+        """Kill what the child left in its process group (Gunicorn workers of a master that
+        died would keep the port)."""
+        if self.process:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
 
 class Platform:
@@ -89,6 +120,7 @@ class Platform:
                 if code is None or self.stopping:
                     continue
                 if child.next_start == 0.0:
+                    child.kill_leftovers()
                     lived = time.monotonic() - child.started_at
                     child.failures = 0 if lived > 60 else child.failures + 1
                     if not child.restart or code == CONFIG_ERROR_EXIT:
@@ -105,11 +137,11 @@ class Platform:
 
     def stop_all(self) -> None:
         self.stopping = True
+        # One at a time, newest first: the API stops before what it reads from, the relayer
+        # disconnects from a simulator that is still there and flushes into a Redis that is.
         for child in reversed(self.children):
             child.stop()
-        deadline = time.monotonic() + STOP_GRACE_S
-        for child in reversed(self.children):
-            child.wait_stopped(deadline)
+            child.wait_stopped(time.monotonic() + STOP_GRACE_S)
         log("all services stopped")
 
 
@@ -119,9 +151,25 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def wait_until(check: object, what: str, timeout: float = 15.0) -> None:
+def port_free_for_listening(port: int) -> bool:
+    """Whether Gunicorn could bind 0.0.0.0:port (what it will try), the way it binds."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 15.0,
+               child: Child | None = None) -> None:
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
+        if child is not None and not child.running():
+            code = child.process.poll() if child.process else None
+            raise SystemExit(f"[start_services] {child.name} exited with status {code} before "
+                             f"{what} came up; see its output above")
         if time.monotonic() > deadline:
             raise SystemExit(f"[start_services] {what} did not come up within {timeout:.0f}s")
         time.sleep(0.1)
@@ -180,6 +228,91 @@ def redact(url: str) -> str:
     return url.replace(parts.password, "***") if parts.password else url
 
 
+def development() -> bool:
+    return os.environ.get("STOCKING_ENV", "development").lower() != "production"
+
+
+def migrate_database() -> None:
+    """`python -m api.migrate` once, before anything uses the database; fails loudly."""
+    url = os.environ.get("DATABASE_URL", "sqlite:///./stocking.db")
+    log(f"migrating the database {redact(url)}")
+    result = subprocess.run([PYTHON, "-m", "api.migrate"], cwd=REPO)
+    if result.returncode != 0:
+        raise SystemExit(f"[start_services] database migrations FAILED (status "
+                         f"{result.returncode}); see the error above (DATABASE_URL is "
+                         f"{redact(url)})")
+
+
+def development_credentials() -> dict[str, str]:
+    """In development, what the API needs to be usable at once, unless configured."""
+    if not development():
+        return {}
+    env: dict[str, str] = {}
+    email, password = (os.environ.get("STOCKING_ADMIN_EMAIL"),
+                       os.environ.get("STOCKING_ADMIN_PASSWORD"))
+    if not email and not password:
+        env["STOCKING_ADMIN_EMAIL"] = DEV_ADMIN_EMAIL
+        env["STOCKING_ADMIN_PASSWORD"] = secrets.token_urlsafe(12)
+    elif not (email and password):
+        log("WARNING: set both STOCKING_ADMIN_EMAIL and STOCKING_ADMIN_PASSWORD to have an "
+            "admin account ensured; no admin account this time")
+    if not os.environ.get("JWT_SECRET_KEY"):
+        # Drawn here, not by gunicorn.conf.py, so that tokens survive our restarts of Gunicorn.
+        env["JWT_SECRET_KEY"] = secrets.token_urlsafe(48)
+    return env
+
+
+def api_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def check_api_port() -> int:
+    """PORT, if the API can listen on it; checked first, and again just before Gunicorn."""
+    port = int(os.environ.get("PORT", "8000"))
+    if not port_free_for_listening(port):
+        raise SystemExit(f"[start_services] port {port} is in use, so the API cannot listen on "
+                         f"it; stop what holds it (`ss -ltnp 'sport = :{port}'` shows it) or "
+                         "set PORT to a free port")
+    return port
+
+
+def ensure_api(platform: Platform, env: dict[str, str]) -> str:
+    """Start Gunicorn and wait until it answers GET /health; return the API's local URL."""
+    port = check_api_port()
+    api = platform.add(Child("api", [PYTHON, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                                     "api.main:app"], env=env))
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: api_answers(url), f"the API ({url}/health)", API_START_TIMEOUT_S, api)
+    return url
+
+
+def print_login_hint(url: str, env: dict[str, str]) -> None:
+    email = env.get("STOCKING_ADMIN_EMAIL") or os.environ.get("STOCKING_ADMIN_EMAIL")
+    if not email:
+        return
+    password = env.get("STOCKING_ADMIN_PASSWORD")
+    if password:
+        log(f"  admin     {email} / {password}   (development account; the password was drawn "
+            "for this run and is printed only here; set STOCKING_ADMIN_EMAIL and "
+            "STOCKING_ADMIN_PASSWORD to choose your own)")
+        credentials = shlex.quote(json.dumps({"email": email, "password": password}))
+    else:
+        log(f"  admin     {email} (password: STOCKING_ADMIN_PASSWORD)")
+        # Double quotes, so that the shell fills in the password from the environment.
+        credentials = ('"{\\"email\\": \\"' + email
+                       + '\\", \\"password\\": \\"$STOCKING_ADMIN_PASSWORD\\"}"')
+    log("  log in, then read a quote:")
+    log(f"    TOKEN=$(curl -s -X POST {url}/api/v1/auth/login -H 'content-type: application/json' "
+        f"-d {credentials} | python3 -c 'import json,sys; "
+        "print(json.load(sys.stdin)[\"access_token\"])')")
+    log(f'    curl -s {url}/api/v1/trading/realtime/stock/A005930 -H "authorization: Bearer '
+        '$TOKEN"')
+
+
 def main() -> int:
     platform = Platform()
 
@@ -191,7 +324,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, request_stop)
     code = 0
     try:
+        check_api_port()
         redis_url = ensure_redis(platform)
+        migrate_database()
         sim_url = ensure_upstream(platform)
         relayer_env = {"REDIS_URL": redis_url}
         if sim_url:
@@ -199,12 +334,19 @@ def main() -> int:
         if "RELAYER_SUBSCRIBE" not in os.environ:
             relayer_env["RELAYER_SUBSCRIBE"] = DEFAULT_CODES
         platform.add(Child("relayer", [PYTHON, "-m", "relayer"], env=relayer_env))
+        app_env = {"REDIS_URL": redis_url}
+        if (REPO / "api" / "fills.py").exists():
+            platform.add(Child("fills", [PYTHON, "-m", "api.fills"], env=app_env))
+        api_env = {**app_env, **development_credentials()}
+        api_url = ensure_api(platform, api_env)
         ns = os.environ.get("STOCKING_NS", "stocking")
         log("platform is up:")
+        log(f"  API       {api_url}   (docs: {api_url}/docs; {api_url}/ready; {api_url}/metrics)")
         log(f"  Redis     {redact(redis_url)}")
         log(f"  upstream  {sim_url or os.environ.get('RELAYER_UPSTREAM_URL', '(adapter default)')}")
-        log(f"  read a quote: .venv/bin/python -c \"import redis; print(redis.Redis.from_url("
-            f"'{redact(redis_url)}').get('{ns}:quote:A005930'))\"")
+        print_login_hint(api_url, api_env)
+        log(f"  read a quote from Redis: .venv/bin/python -c \"import redis; print("
+            f"redis.Redis.from_url('{redact(redis_url)}').get('{ns}:quote:A005930'))\"")
         log("  stop: Ctrl-C")
         code = platform.supervise()
     except SystemExit as exc:

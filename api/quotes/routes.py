@@ -1,7 +1,70 @@
-"""HTTP routes of api.quotes."""
+"""HTTP routes of api.quotes (mounted under /api/v1/trading/realtime).
+
+The quote routes answer raw JSON bytes built by the service (no response-model validation on the
+hot path); `responses=` still documents their shape in /docs.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
 
-router = APIRouter()
+from fastapi import APIRouter, Query, Response
+
+from api.auth.deps import CurrentUser
+from api.deps import ResourcesDep
+from api.quotes import service
+from api.quotes.schemas import DaemonHealthOut, QuoteOut, QuotesOut
+
+router = APIRouter(tags=["quotes"])
+
+JSON = "application/json"
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {}}}
+
+
+_INVALID_CODE = _problem("invalid_code (or too_many_codes): not an instrument code")
+
+
+@router.get(
+    "/stock/{code}",
+    response_model=None,
+    responses={200: {"model": QuoteOut}, 404: _problem("quote_not_found"), 422: _INVALID_CODE},
+    summary="Latest quote of one instrument",
+)
+async def get_quote(code: str, resources: ResourcesDep, _user: CurrentUser) -> Response:
+    """`code` is `A005930` or a bare `005930`. `stale` is true when the quote is older than
+    QUOTE_MAX_AGE_S (market closed, instrument halted, relayer down)."""
+    return Response(await service.quote_json(resources, code), media_type=JSON)
+
+
+@router.get(
+    "/stocks/multiple",
+    response_model=None,
+    responses={200: {"model": QuotesOut}, 422: _INVALID_CODE},
+    summary="Latest quotes of several instruments",
+)
+async def get_quotes(
+    stock_codes: Annotated[list[str], Query(description="repeat the parameter, or separate "
+                                                        "codes with commas; at most 100")],
+    resources: ResourcesDep,
+    _user: CurrentUser,
+) -> Response:
+    return Response(await service.quotes_json(resources, stock_codes), media_type=JSON)
+
+
+@router.get(
+    "/stocks/all",
+    response_model=None,
+    responses={200: {"model": QuotesOut}},
+    summary="Latest quotes of every instrument subscribed upstream now",
+)
+async def get_active_quotes(resources: ResourcesDep, _user: CurrentUser) -> Response:
+    return Response(await service.active_quotes_json(resources), media_type=JSON)
+
+
+@router.get("/daemon/health", summary="The relayer's health")
+async def get_relayer_health(resources: ResourcesDep, _user: CurrentUser) -> DaemonHealthOut:
+    """Always 200 (clients poll it): `alive` is false when the relayer is down or silent."""
+    return await service.relayer_health(resources)

@@ -1,0 +1,75 @@
+"""Response shapes of the quote routes, for /docs and for the daemon health answer.
+
+The quote routes do not validate their answers through these models (they pass the relayer's
+JSON through with two fields added, see api.quotes.service); `tests/api/test_quotes.py` checks
+that `QuoteOut` stays in step with the bus `Quote`.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class QuoteOut(BaseModel):
+    """The latest quote of one instrument, as the relayer wrote it, plus its age."""
+
+    code: str = Field(examples=["A005930"])
+    price: int = Field(description="last trade price, integer KRW", examples=[71200])
+    base: int = Field(description="reference price (previous close), KRW", examples=[70500])
+    change: int = Field(description="price - base, KRW", examples=[700])
+    change_rate: str = Field(description="percent, decimal string", examples=["0.99"])
+    change_type: str = Field(examples=["UP"])
+    volume: int = Field(description="shares in this print", examples=[10])
+    cum_volume: int = Field(description="shares traded today", examples=[1234567])
+    cum_amount: int = Field(description="KRW traded today", examples=[87900000000])
+    trade_type: str = Field(examples=["BUY"])
+    trading_strength: str | None = Field(examples=["112.30"])
+    open: int
+    high: int
+    low: int
+    session: str | None = Field(examples=["REGULAR"])
+    exchange: str | None = Field(examples=["KRX"])
+    currency: str = Field(examples=["KRW"])
+    ts: str = Field(description="trade time upstream, ISO 8601 UTC",
+                    examples=["2026-11-20T00:00:01Z"])
+    received_at: str = Field(description="when the relayer read the trade, ISO 8601 UTC",
+                             examples=["2026-11-20T00:00:01.004Z"])
+    seq: int
+    age_s: float | None = Field(
+        description="seconds since received_at, at the time of the answer (null if unreadable)",
+        examples=[0.42],
+    )
+    stale: bool = Field(description="age_s > QUOTE_MAX_AGE_S (or the age is unknown)")
+
+
+class QuotesOut(BaseModel):
+    """Several quotes: every requested code is a key of `quotes` (null when there is no quote),
+    and the codes without a quote are also listed in `missing`."""
+
+    quotes: dict[str, QuoteOut | None]
+    missing: list[str]
+
+
+class DaemonHealthOut(BaseModel):
+    """The relayer's health hash, decoded; `alive` false (and the rest null) when it is absent."""
+
+    alive: bool = Field(description="the hash exists and was refreshed within "
+                                     "RELAYER_HEALTH_MAX_AGE_S")
+    state: str | None = Field(None, examples=["connected"],
+                              description="connecting, connected, backoff or stopping")
+    upstream: str | None = Field(None, description="adapter and URL, never credentials")
+    instance: str | None = None
+    pid: int | None = None
+    host: str | None = None
+    started_at: str | None = None
+    connected_at: str | None = None
+    last_tick_at: str | None = None
+    last_tick_age_s: float | None = None
+    ticks_total: int | None = None
+    malformed_total: int | None = None
+    dropped_total: int | None = None
+    reconnects: int | None = None
+    subscriptions: int | None = Field(None, description="topics subscribed upstream")
+    rejected_topics: list[str] = Field(default_factory=list)
+    updated_at: str | None = None
+    updated_age_s: float | None = None

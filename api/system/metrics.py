@@ -1,0 +1,199 @@
+"""Prometheus metrics of the API (`GET /metrics`).
+
+- HTTP: every request is counted and timed by `MetricsMiddleware`, a plain ASGI middleware,
+  labelled by method, route template (`/api/v1/orders/{id}`, never the raw path: one series per
+  route, not per id) and status.
+- Relayer: its figures are read from its health hash at scrape time (`RelayerCollector`), so
+  every scrape sees the relayer as it is now, whichever API process answers.
+
+Under Gunicorn each worker counts its own requests. prometheus-client's multiprocess mode makes
+a scrape see them all: every worker writes its values to files in PROMETHEUS_MULTIPROC_DIR
+(set by gunicorn.conf.py before the workers start), and the scrape merges the files. The metric
+objects are module-level because that is prometheus-client's model: values belong to a process
+(and its files), not to an app instance.
+
+The middleware must never do I/O or label by anything unbounded (raw paths, unknown methods).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi.routing import iter_route_contexts
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.quotes.schemas import DaemonHealthOut
+
+__all__ = ["CONTENT_TYPE_LATEST", "MetricsMiddleware", "RelayerCollector", "render"]
+
+# Route label of a request that matched no route (a 404): one series for all of them.
+UNMATCHED = "unmatched"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Seconds. The quote read targets p99 < 10 ms and orders p99 < 50 ms (DESIGN.md section 8), so
+# the buckets are fine below 0.1 s. Part of the series' identity, hence not a setting.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS = Counter(
+    "stocking_http_requests_total", "HTTP requests answered, by method, route template and status",
+    ["method", "route", "status"],
+)
+LATENCY = Histogram(
+    "stocking_http_request_duration_seconds",
+    "Time from receiving an HTTP request to the end of its response",
+    ["method", "route", "status"], buckets=LATENCY_BUCKETS,
+)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request. Pure ASGI: BaseHTTPMiddleware would cost a task
+    and a stream per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # If the app raises before answering, the server's error handler (outside this
+        # middleware) answers 500.
+        status = 500
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            elapsed = time.perf_counter() - started
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
+            count, latency = _series(method, route_template(scope), status)
+            count.inc()
+            latency.observe(elapsed)
+
+
+# The series of each (method, route, status) seen: `.labels()` costs more than the update.
+# Bounded like the labels themselves.
+_SERIES: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
+def _series(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    key = (method, route, status)
+    series = _SERIES.get(key)
+    if series is None:
+        labels = (method, route, str(status))
+        series = _SERIES[key] = (REQUESTS.labels(*labels), LATENCY.labels(*labels))
+    return series
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that answered, with every include_router prefix
+    (`/api/v1/trading/realtime/stock/{code}`); UNMATCHED when no route matched.
+
+    The router records its match in the scope (the same dict the middleware holds). Since
+    FastAPI 0.137 included routers stay a tree: `scope["route"]` is then the route as declared
+    in its own router, without the prefixes, and the full template is in the effective route
+    context (what Sentry's integration reads too). Plain Starlette routes (`/docs`,
+    `/openapi.json`) record only their endpoint.
+    """
+    fastapi_scope = scope.get("fastapi")
+    if isinstance(fastapi_scope, dict):
+        path = getattr(fastapi_scope.get("effective_route_context"), "path", None)
+        if isinstance(path, str) and path:
+            return path
+    path = getattr(scope.get("route"), "path", None)
+    if isinstance(path, str) and path:
+        return path
+    endpoint = scope.get("endpoint")
+    if endpoint is not None and "app" in scope:
+        return _endpoint_path(scope["app"], endpoint)
+    return UNMATCHED
+
+
+# Endpoint -> path of the routes that record no route (a handful: the docs pages).
+_ENDPOINT_PATHS: dict[Any, str] = {}
+
+
+def _endpoint_path(app: Any, endpoint: Any) -> str:
+    path = _ENDPOINT_PATHS.get(endpoint)
+    if path is None:
+        for context in iter_route_contexts(getattr(app, "routes", ())):
+            if context.endpoint is not None and context.path:
+                _ENDPOINT_PATHS.setdefault(context.endpoint, context.path)
+        path = _ENDPOINT_PATHS.setdefault(endpoint, UNMATCHED)
+    return path
+
+
+class RelayerCollector(Collector):
+    """The relayer's figures from one reading of its health hash (None: Redis unreachable)."""
+
+    def __init__(self, health: DaemonHealthOut | None) -> None:
+        self.health = health
+
+    def collect(self) -> Iterable[Metric]:
+        health = self.health
+        yield GaugeMetricFamily(
+            "stocking_relayer_up",
+            "1 if the relayer refreshed its health hash within RELAYER_HEALTH_MAX_AGE_S "
+            "(0 also when Redis is unreachable)",
+            value=1 if health is not None and health.alive else 0,
+        )
+        if health is None:
+            return
+        counters = (
+            ("stocking_relayer_ticks_total", "Ticks read from the upstream since the relayer "
+                                             "started", health.ticks_total),
+            ("stocking_relayer_reconnects_total", "Upstream reconnects since the relayer "
+                                                  "started", health.reconnects),
+            ("stocking_relayer_malformed_total", "Upstream messages skipped as malformed",
+             health.malformed_total),
+            ("stocking_relayer_dropped_total", "Ticks dropped while Redis was unreachable",
+             health.dropped_total),
+        )
+        for name, documentation, value in counters:
+            if value is not None:
+                yield CounterMetricFamily(name, documentation, value=value)
+        if health.subscriptions is not None:
+            yield GaugeMetricFamily("stocking_relayer_subscriptions",
+                                    "Topics subscribed on the upstream connection",
+                                    value=health.subscriptions)
+        if health.last_tick_age_s is not None:
+            yield GaugeMetricFamily("stocking_relayer_last_tick_age_seconds",
+                                    "Seconds since the relayer read its last tick",
+                                    value=health.last_tick_age_s)
+
+
+class _ThisProcess(Collector):
+    """The default registry (this process's metrics, plus its process/GC figures)."""
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
+
+
+def render(multiproc_dir: str | None, relayer: DaemonHealthOut | None) -> bytes:
+    """The exposition text: every process's HTTP figures and the relayer's. Reads files in
+    multiprocess mode, so call it off the event loop."""
+    registry = CollectorRegistry()
+    if multiproc_dir:
+        MultiProcessCollector(registry, path=multiproc_dir)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_ThisProcess())
+    registry.register(RelayerCollector(relayer))
+    return generate_latest(registry)

@@ -1,0 +1,136 @@
+"""Readiness: can this API process serve requests now? (`GET /ready`)
+
+Ready means Redis and the SQL database both answer within `READY_TIMEOUT_S`. The relayer's
+state is reported but does not decide readiness: accounts, orders and payments work without
+live prices, and a load balancer that took every API host out of service because the relayer
+is reconnecting would turn a degraded platform into a dead one.
+
+The answer names what failed (exception type, or a timeout) but never the exception's text,
+which can carry host names: the endpoint needs no token. The full error is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from api.quotes.schemas import DaemonHealthOut
+from api.quotes.service import relayer_health
+from api.resources import Resources
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Check(BaseModel):
+    ok: bool
+    latency_ms: float = Field(description="how long the check took")
+    error: str | None = Field(None, description="what failed: an exception type or a timeout")
+
+
+class RelayerCheck(BaseModel):
+    alive: bool = Field(description="the relayer refreshed its health hash within "
+                                     "RELAYER_HEALTH_MAX_AGE_S")
+    latency_ms: float
+    state: str | None = Field(None, examples=["connected"])
+    upstream: str | None = None
+    updated_age_s: float | None = None
+    last_tick_age_s: float | None = None
+    subscriptions: int | None = None
+    error: str | None = Field(None, description="why the relayer's health could not be read")
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    redis: Check
+    database: Check
+    relayer: RelayerCheck
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+    def failures(self) -> str:
+        """One line naming what failed, for the problem detail."""
+        failed = [f"{name} ({check.error})" for name, check in
+                  (("Redis", self.redis), ("the database", self.database)) if not check.ok]
+        return "not ready: " + " and ".join(failed) + " unreachable"
+
+
+async def check_readiness(resources: Resources) -> Readiness:
+    """Run the three checks concurrently; none raises (a failure is part of the answer)."""
+    limit_s = resources.settings.ready_timeout_s
+    redis, database, relayer = await asyncio.gather(
+        _timed("Redis", lambda: resources.redis.ping(), limit_s),
+        _timed("database", lambda: resources.db.run(_select_one), limit_s),
+        _timed("relayer health", lambda: relayer_health(resources), limit_s),
+    )
+    redis_check = Check(ok=redis.error is None, latency_ms=redis.latency_ms, error=redis.error)
+    database_check = Check(ok=database.error is None, latency_ms=database.latency_ms,
+                           error=database.error)
+    health: DaemonHealthOut | None = relayer.result
+    relayer_check = RelayerCheck(
+        alive=health is not None and health.alive,
+        latency_ms=relayer.latency_ms,
+        error=relayer.error,
+        **({} if health is None else health.model_dump(
+            include={"state", "upstream", "updated_age_s", "last_tick_age_s", "subscriptions"})),
+    )
+    ready = redis_check.ok and database_check.ok
+    return Readiness(status="ready" if ready else "not_ready", redis=redis_check,
+                     database=database_check, relayer=relayer_check)
+
+
+def _select_one(session: Session) -> None:
+    session.execute(text("SELECT 1"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome(Generic[T]):
+    result: T | None
+    error: str | None  # None: the check answered
+    latency_ms: float
+
+
+async def _timed(what: str, check: Callable[[], Awaitable[T]], limit_s: float) -> _Outcome[T]:
+    """The outcome of one check, given `limit_s` seconds.
+
+    The check runs as a task that is abandoned, not cancelled, at the deadline: SQL runs in a
+    worker thread, which cancellation would wait for (a connect to a silent MySQL host takes
+    its full connect timeout). An abandoned check finishes in the background, and its outcome
+    is dropped.
+    """
+    started = time.perf_counter()
+    task = asyncio.ensure_future(check())
+    done, _ = await asyncio.wait({task}, timeout=limit_s)
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+    if not done:
+        _abandoned.add(task)
+        task.add_done_callback(_drop_outcome)
+        logger.warning("readiness: %s did not answer within %.1fs", what, limit_s)
+        return _Outcome(None, f"timed out after {limit_s:g}s", elapsed_ms)
+    # A request boundary of sorts: whatever the dependency raised means "not reachable".
+    exc = task.exception()
+    if exc is not None:
+        logger.warning("readiness: %s check failed: %s: %s", what, type(exc).__name__, exc)
+        return _Outcome(None, type(exc).__name__, elapsed_ms)
+    return _Outcome(task.result(), None, elapsed_ms)
+
+
+# Abandoned checks, held until they finish (the event loop keeps only weak references to tasks).
+_abandoned: set[asyncio.Future[Any]] = set()
+
+
+def _drop_outcome(task: asyncio.Future[Any]) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log "never retrieved"

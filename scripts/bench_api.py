@@ -1,0 +1,256 @@
+"""Benchmark the API on real Gunicorn workers: quote reads against a hello route, and the admin
+subscribe round trip through the real relayer and simulator.
+
+What runs (all on this machine, all torn down at the end):
+- a private `redis-server` on a free port and a fresh SQLite database (migrated);
+- Gunicorn with `gunicorn.conf.py` (Uvicorn workers, WEB_CONCURRENCY of them) serving
+  `api.main:app`, exactly as start_services.sh runs it;
+- for the round trip: the simulator and the relayer (`python -m relayer.sim`, `python -m relayer`).
+
+Load comes from `wrk` (Debian package `wrk`): closed-loop at full speed for requests/s and
+latency, and throttled (a Lua `delay()` per request) at half the hello route's rate for the
+latency target. `GET /health` is the hello route: a FastAPI route returning a constant, in the
+same app, on the same workers, behind the same middleware as the quote route.
+
+    .venv/bin/python scripts/bench_api.py [--duration 10] [--connections 50] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import redis
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from api.auth.tokens import Principal, TokenType, issue  # noqa: E402
+from api.migrate import upgrade  # noqa: E402
+from api.models import Role  # noqa: E402
+from relayer.bus import BusNames, Quote, TopicTemplate  # noqa: E402
+
+NAMES = BusNames()
+TOPICS = TopicTemplate("/topic/v1/kr/stock/trade/{code}")
+JWT_KEY = "bench-signing-key-" + "k" * 40
+ADMIN_EMAIL, ADMIN_PASSWORD = "bench-admin@stocking.local", "bench-admin-password"
+
+
+class BenchError(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        child = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGTERM)
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+
+
+def wait_until(check: object, what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except (OSError, httpx.HTTPError, redis.RedisError):
+            pass
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} not ready within {timeout_s:.0f}s")
+        time.sleep(0.1)
+
+
+@dataclass
+class WrkResult:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(url: str, *, duration_s: int, connections: int, token: str | None,
+            rate: float | None = None) -> WrkResult:
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration_s}s", "--latency"]
+    script = None
+    if token:
+        command += ["-H", f"Authorization: Bearer {token}"]
+    if rate:
+        # Throttled: every connection waits connections/rate between requests (closed loop, so
+        # slow answers lower the rate; the achieved rate is reported).
+        delay_ms = connections / rate * 1000
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write(f"function delay() return {delay_ms:.3f} end\n")
+        script.close()
+        command += ["-s", script.name]
+    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    if script:
+        os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    percentiles = {m.group(1): float(m.group(2)) * _UNITS[m.group(3)]
+                   for m in re.finditer(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)}
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    return WrkResult(rps, percentiles["50"], percentiles["99"],
+                     int(non_2xx.group(1)) if non_2xx else 0)
+
+
+def seed_quote(client: redis.Redis, code: str) -> None:
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    quote = Quote(code=code, price=71200, base=70500, change=700, change_rate="0.99",
+                  change_type="UP", volume=10, cum_volume=1234567, cum_amount=87900000000,
+                  trade_type="BUY", trading_strength="112.30", open=70800, high=71500,
+                  low=70600, session="REGULAR", exchange="KRX", currency="KRW", ts=stamp,
+                  received_at=now.strftime("%Y-%m-%dT%H:%M:%S.000Z"), seq=1)
+    client.set(NAMES.quote(code), quote.to_json())
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
+
+
+def subscribe_round_trips(base_url: str, count: int) -> dict[str, list[float]]:
+    timings: dict[str, list[float]] = {"subscribe": [], "unsubscribe": []}
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        login = http.post("/api/v1/auth/login",
+                          json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+        login.raise_for_status()
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        prefix = "/api/v1/admin/websocket/subscriptions"
+        for serial in range(count):
+            topic = TOPICS.topic(f"A8{serial:05d}")
+            for kind, method in (("subscribe", "POST"), ("unsubscribe", "DELETE")):
+                started = time.perf_counter()
+                answer = http.request(method, f"{prefix}/{kind}", params={"topic": topic},
+                                      headers=headers)
+                elapsed = (time.perf_counter() - started) * 1000
+                if answer.status_code != 200 or not answer.json().get("success"):
+                    raise BenchError(f"{kind} {topic}: {answer.status_code} {answer.text}")
+                timings[kind].append(elapsed)
+    return timings
+
+
+def run(options: argparse.Namespace) -> None:
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk not found: apt-get install wrk")
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        raise BenchError("redis-server not found: apt-get install redis-server")
+    python = sys.executable
+    with tempfile.TemporaryDirectory(prefix="stocking-bench-api-") as tmp, ExitStack() as stack:
+        folder = Path(tmp)
+        redis_port, api_port, sim_port = free_port(), free_port(), free_port()
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        database_url = f"sqlite:///{folder / 'bench.db'}"
+        env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
+               "JWT_SECRET_KEY": JWT_KEY, "PORT": str(api_port),
+               "WEB_CONCURRENCY": str(options.workers), "LOG_LEVEL": "WARNING",
+               "STOCKING_ADMIN_EMAIL": ADMIN_EMAIL, "STOCKING_ADMIN_PASSWORD": ADMIN_PASSWORD,
+               "SIM_PORT": str(sim_port), "RELAYER_UPSTREAM_URL": f"ws://127.0.0.1:{sim_port}/ws",
+               "RELAYER_SUBSCRIBE": "A005930"}
+        stack.enter_context(process(
+            [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", tmp], env, folder / "redis.log"))
+        client = redis.Redis.from_url(redis_url)
+        wait_until(client.ping, "redis-server")
+        upgrade(database_url, configure_logging=False)
+        stack.enter_context(process([python, "-m", "relayer.sim"], env, folder / "sim.log"))
+        stack.enter_context(process([python, "-m", "relayer"], env, folder / "relayer.log"))
+        stack.enter_context(process(
+            [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "api.main:app"], env,
+            folder / "gunicorn.log"))
+        base = f"http://127.0.0.1:{api_port}"
+        wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, "gunicorn")
+        # A quote that does not move, so every read returns the same bytes.
+        code = "A000020"
+        seed_quote(client, code)
+        token = issue(Principal(1, "bench@stocking.local", Role.USER), TokenType.ACCESS,
+                      JWT_KEY, 3600)
+        quote_url = f"{base}/api/v1/trading/realtime/stock/{code}"
+
+        print(f"warming up ({options.workers} workers) ...", flush=True)
+        run_wrk(f"{base}/health", duration_s=2, connections=options.connections, token=None)
+        run_wrk(quote_url, duration_s=2, connections=options.connections, token=token)
+        print("full speed ...", flush=True)
+        hello = run_wrk(f"{base}/health", duration_s=options.duration,
+                        connections=options.connections, token=None)
+        quotes = run_wrk(quote_url, duration_s=options.duration,
+                         connections=options.connections, token=token)
+        half = hello.requests_per_s / 2
+        print(f"throttled at {half:,.0f} req/s ...", flush=True)
+        throttled = run_wrk(quote_url, duration_s=options.duration,
+                            connections=options.connections, token=token, rate=half)
+
+        wait_until(lambda: client.hget(NAMES.relayer_health, "state") == b"connected",
+                   "the relayer")
+        print(f"{options.round_trips} subscribe + unsubscribe round trips ...", flush=True)
+        trips = subscribe_round_trips(base, options.round_trips)
+
+    print()
+    print(f"machine: {os.cpu_count()} CPUs; Gunicorn {options.workers} Uvicorn workers; "
+          f"wrk -t2 -c{options.connections} -d{options.duration}s")
+    print(f"{'route':<44} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, result in (("GET /health (hello)", hello), ("GET /.../stock/{code}", quotes),
+                         ("GET /.../stock/{code} at half hello rate", throttled)):
+        print(f"{name:<44} {result.requests_per_s:>10,.0f} {result.p50_ms:>8.2f} "
+              f"{result.p99_ms:>8.2f} {result.non_2xx:>8}")
+    print(f"quote / hello: {quotes.requests_per_s / hello.requests_per_s:.0%}")
+    print()
+    print(f"{'admin round trip':<14} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    for kind, values in trips.items():
+        print(f"{kind:<14} {len(values):>5} {percentile(values, 0.5):>8.2f} "
+              f"{percentile(values, 0.99):>8.2f} {statistics.mean(values):>8.2f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
+    parser.add_argument("--connections", type=int, default=50, help="wrk connections (50)")
+    parser.add_argument("--workers", type=int, default=2, help="Gunicorn workers (2)")
+    parser.add_argument("--round-trips", type=int, default=200,
+                        help="admin subscribe/unsubscribe pairs (200)")
+    options = parser.parse_args()
+    try:
+        run(options)
+    except BenchError as exc:
+        print(f"bench_api: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Quote routes through HTTP against a real Redis, with quotes and health written as the relayer
+writes them (relayer.bus codecs, relayer.health's reporter)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from redis.asyncio import Redis
+
+from api.app import create_app
+from api.quotes.cache import QuoteCache
+from api.quotes.schemas import QuoteOut
+from api.settings import ApiSettings
+from relayer.bus import ActiveSubscription, BusNames, Quote, TopicTemplate, format_utc
+from relayer.health import HealthReporter, RelayerStats
+from tests.conftest import RedisServer
+from tests.support.tokens import bearer
+
+NAMES = BusNames()
+TOPICS = TopicTemplate("/topic/v1/kr/stock/trade/{code}")
+BASE = "/api/v1/trading/realtime"
+
+
+def make_quote(code: str, *, age_s: float = 0.0, price: int = 71200) -> Quote:
+    received = datetime.now(UTC) - timedelta(seconds=age_s)
+    return Quote(
+        code=code, price=price, base=70500, change=price - 70500, change_rate="0.99",
+        change_type="UP", volume=10, cum_volume=1234567, cum_amount=87900000000,
+        trade_type="BUY", trading_strength="112.30", open=70800, high=71500, low=70600,
+        session="REGULAR", exchange="KRX", currency="KRW", ts=format_utc(received),
+        received_at=format_utc(received, millis=True), seq=123,
+    )
+
+
+@pytest.fixture
+def store(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis_server.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def auth(api_settings: ApiSettings) -> dict[str, str]:
+    return bearer(api_settings)
+
+
+def put(store: redis.Redis, quote: Quote) -> None:
+    store.set(NAMES.quote(quote.code), quote.to_json())
+
+
+def test_quote_answers_the_relayer_fields_with_its_age(
+    client: TestClient, store: redis.Redis, auth: dict[str, str]
+) -> None:
+    quote = make_quote("A005930", age_s=0.5)
+    put(store, quote)
+    answer = client.get(f"{BASE}/stock/A005930", headers=auth)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/json"
+    body = answer.json()
+    assert {k: body[k] for k in dataclasses.asdict(quote)} == dataclasses.asdict(quote)
+    assert 0.4 <= body["age_s"] < 5
+    assert body["stale"] is False
+    QuoteOut.model_validate(body)  # the documented shape is the real one
+
+
+def test_old_quote_is_stale(client: TestClient, store: redis.Redis, auth: dict[str, str],
+                            api_settings: ApiSettings) -> None:
+    put(store, make_quote("A000660", age_s=api_settings.quote_max_age_s + 50))
+    body = client.get(f"{BASE}/stock/A000660", headers=auth).json()
+    assert body["stale"] is True
+    assert body["age_s"] >= api_settings.quote_max_age_s + 50
+
+
+def test_bare_six_digit_code_is_normalised(client: TestClient, store: redis.Redis,
+                                           auth: dict[str, str]) -> None:
+    put(store, make_quote("A005930"))
+    for text in ("005930", "a005930"):
+        answer = client.get(f"{BASE}/stock/{text}", headers=auth)
+        assert answer.status_code == 200, text
+        assert answer.json()["code"] == "A005930"
+
+
+def test_unknown_quote_is_404_problem(client: TestClient, auth: dict[str, str]) -> None:
+    answer = client.get(f"{BASE}/stock/A035420", headers=auth)
+    assert answer.status_code == 404
+    assert answer.headers["content-type"] == "application/problem+json"
+    problem = answer.json()
+    assert problem["code"] == "quote_not_found"
+    assert "A035420" in problem["detail"]
+
+
+@pytest.mark.parametrize("code", ["XYZ", "A12345", "A00066", "00593", "A0059301", "A00593!"])
+def test_invalid_code_is_422_problem(client: TestClient, auth: dict[str, str],
+                                     code: str) -> None:
+    answer = client.get(f"{BASE}/stock/{code}", headers=auth)
+    assert answer.status_code == 422
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["code"] == "invalid_code"
+
+
+def test_multiple_quotes_with_some_missing(client: TestClient, store: redis.Redis,
+                                           auth: dict[str, str],
+                                           api_settings: ApiSettings) -> None:
+    put(store, make_quote("A005930", price=71200))
+    put(store, make_quote("A000660", price=180000, age_s=api_settings.quote_max_age_s + 1))
+    answer = client.get(
+        f"{BASE}/stocks/multiple",
+        params=[("stock_codes", "A000660"), ("stock_codes", "A035420"),
+                ("stock_codes", "005930"), ("stock_codes", "A000660")],
+        headers=auth,
+    )
+    assert answer.status_code == 200
+    body = answer.json()
+    # Request order, repeats once, bare codes in bus form.
+    assert list(body["quotes"]) == ["A000660", "A035420", "A005930"]
+    assert body["quotes"]["A000660"]["price"] == 180000
+    assert body["quotes"]["A000660"]["stale"] is True
+    assert body["quotes"]["A005930"]["price"] == 71200
+    assert body["quotes"]["A005930"]["stale"] is False
+    assert body["quotes"]["A035420"] is None
+    assert body["missing"] == ["A035420"]
+
+
+def test_multiple_accepts_comma_separated_codes(client: TestClient, store: redis.Redis,
+                                                auth: dict[str, str]) -> None:
+    put(store, make_quote("A005930"))
+    body = client.get(f"{BASE}/stocks/multiple?stock_codes=A005930,A000660",
+                      headers=auth).json()
+    assert list(body["quotes"]) == ["A005930", "A000660"] and body["missing"] == ["A000660"]
+
+
+def test_multiple_limits_and_validation(client: TestClient, auth: dict[str, str]) -> None:
+    hundred = [("stock_codes", f"A{n:06d}") for n in range(100)]
+    assert client.get(f"{BASE}/stocks/multiple", params=hundred, headers=auth).status_code == 200
+    too_many = [*hundred, ("stock_codes", "A999999")]
+    answer = client.get(f"{BASE}/stocks/multiple", params=too_many, headers=auth)
+    assert answer.status_code == 422 and answer.json()["code"] == "too_many_codes"
+    answer = client.get(f"{BASE}/stocks/multiple?stock_codes=A005930&stock_codes=nope",
+                        headers=auth)
+    assert answer.status_code == 422 and answer.json()["code"] == "invalid_code"
+    assert "nope" in answer.json()["detail"]
+    answer = client.get(f"{BASE}/stocks/multiple", headers=auth)
+    assert answer.status_code == 422 and answer.json()["code"] == "validation_error"
+
+
+def test_all_serves_the_active_subscriptions_only(client: TestClient, store: redis.Redis,
+                                                  auth: dict[str, str]) -> None:
+    assert client.get(f"{BASE}/stocks/all", headers=auth).json() == {"quotes": {},
+                                                                      "missing": []}
+    for code in ("A005930", "A000660", "A035420"):
+        put(store, make_quote(code))
+    since = ActiveSubscription("sub-1", "2026-11-20T00:00:00Z").to_json()
+    store.hset(NAMES.active_subscriptions, mapping={
+        TOPICS.topic("A005930"): since,
+        TOPICS.topic("A000660"): since,
+        TOPICS.topic("A068270"): since,  # just subscribed: no quote yet
+    })
+    body = client.get(f"{BASE}/stocks/all", headers=auth).json()
+    assert list(body["quotes"]) == ["A000660", "A005930", "A068270"]  # A035420 is not active
+    assert body["quotes"]["A005930"]["code"] == "A005930"
+    assert body["missing"] == ["A068270"]
+
+
+async def test_daemon_health_from_the_relayers_hash(
+    api_settings: ApiSettings, redis_server: RedisServer
+) -> None:
+    writer = Redis.from_url(redis_server.url)
+    stats = RelayerStats(upstream="sim ws://127.0.0.1:8765/ws", instance="relayer-1")
+    stats.state = stats.state.CONNECTED
+    stats.connected_at = format_utc(datetime.now(UTC))
+    stats.last_tick_at = format_utc(datetime.now(UTC) - timedelta(seconds=3), millis=True)
+    stats.ticks_total, stats.reconnects = 4242, 2
+    await HealthReporter(writer, NAMES, ttl_s=5).write(
+        stats, subscriptions=3, rejected=["/topic/v1/kr/stock/trade/A999999"], dropped=0)
+    await writer.aclose()
+
+    with TestClient(create_app(api_settings)) as client:
+        answer = client.get(f"{BASE}/daemon/health", headers=bearer(api_settings))
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["alive"] is True and body["state"] == "connected"
+    assert body["subscriptions"] == 3 and body["ticks_total"] == 4242
+    assert body["reconnects"] == 2
+    assert body["rejected_topics"] == ["/topic/v1/kr/stock/trade/A999999"]
+    assert body["upstream"] == "sim ws://127.0.0.1:8765/ws"
+    assert 2.5 <= body["last_tick_age_s"] < 30
+    assert body["connected_at"] == stats.connected_at
+    assert body["updated_age_s"] < api_settings.relayer_health_max_age_s
+
+
+def test_daemon_health_absent_is_not_alive(client: TestClient, auth: dict[str, str]) -> None:
+    answer = client.get(f"{BASE}/daemon/health", headers=auth)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["alive"] is False and body["state"] is None and body["ticks_total"] is None
+
+
+def test_daemon_health_stale_hash_is_not_alive(client: TestClient, store: redis.Redis,
+                                               auth: dict[str, str],
+                                               api_settings: ApiSettings) -> None:
+    old = datetime.now(UTC) - timedelta(seconds=api_settings.relayer_health_max_age_s + 5)
+    store.hset(NAMES.relayer_health, mapping={
+        "state": "connected", "updated_at": format_utc(old, millis=True),
+        "ticks_total": "7", "connected_at": "", "rejected_topics": "[]",
+    })
+    body = client.get(f"{BASE}/daemon/health", headers=auth).json()
+    assert body["alive"] is False
+    assert body["state"] == "connected" and body["ticks_total"] == 7
+    assert body["connected_at"] is None  # the relayer writes "" before its first connect
+
+
+@pytest.mark.parametrize("path", ["/stock/A005930", "/stocks/multiple?stock_codes=A005930",
+                                  "/stocks/all", "/daemon/health"])
+def test_quote_routes_need_a_token(client: TestClient, path: str) -> None:
+    answer = client.get(f"{BASE}{path}")
+    assert answer.status_code == 401
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["www-authenticate"] == "Bearer"
+    answer = client.get(f"{BASE}{path}", headers={"Authorization": "Bearer not-a-token"})
+    assert answer.status_code == 401
+
+
+def test_redis_down_is_a_fast_503(client: TestClient, redis_server: RedisServer,
+                                  auth: dict[str, str]) -> None:
+    redis_server.stop()
+    answer = client.get(f"{BASE}/stock/A005930", headers=auth)
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "redis_unavailable"
+
+
+def test_documented_quote_shape_follows_the_bus_quote(client: TestClient) -> None:
+    bus_fields = [f.name for f in dataclasses.fields(Quote)]
+    assert list(QuoteOut.model_fields) == [*bus_fields, "age_s", "stale"]
+    spec = client.get("/openapi.json").json()
+    ok = spec["paths"][f"{BASE}/stock/{{code}}"]["get"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/QuoteOut")
+
+
+def test_stored_quote_json_is_passed_through_not_rebuilt(
+    client: TestClient, store: redis.Redis, auth: dict[str, str]
+) -> None:
+    # A field the bus adds later reaches clients without an API release.
+    raw = orjson.loads(make_quote("A005930").to_json()) | {"vi_active": True}
+    store.set(NAMES.quote("A005930"), orjson.dumps(raw))
+    assert client.get(f"{BASE}/stock/A005930", headers=auth).json()["vi_active"] is True
+
+
+def test_repeated_reads_are_served_from_the_worker_memo_within_its_ttl(
+    api_settings: ApiSettings, store: redis.Redis
+) -> None:
+    for ttl, expected in ((60.0, 71200), (0.0, 71300)):
+        store.set(NAMES.quote("A005930"), make_quote("A005930", price=71200).to_json())
+        settings = api_settings.model_copy(update={"quote_cache_ttl_s": ttl})
+        with TestClient(create_app(settings)) as client:
+            auth = bearer(settings)
+            first = client.get(f"{BASE}/stock/A005930", headers=auth).json()
+            put(store, make_quote("A005930", price=71300))
+            again = client.get(f"{BASE}/stock/A005930", headers=auth).json()
+        assert first["price"] == 71200
+        assert again["price"] == expected, ttl
+        if ttl:  # the memoised quote's age is still computed at answer time
+            assert again["age_s"] >= first["age_s"] and again["seq"] == first["seq"]
+
+
+def test_an_absent_quote_is_not_memoised(client: TestClient, store: redis.Redis,
+                                         auth: dict[str, str]) -> None:
+    assert client.get(f"{BASE}/stock/A068270", headers=auth).status_code == 404
+    put(store, make_quote("A068270"))
+    assert client.get(f"{BASE}/stock/A068270", headers=auth).status_code == 200
+
+
+def test_quote_memo_expires_and_stays_bounded() -> None:
+    cache = QuoteCache(ttl_s=0.05, max_entries=2)
+    cache.put("A005930", {"price": 1}, 100.0, now=10.0)
+    assert cache.get("A005930", now=10.04) == ({"price": 1}, 100.0)
+    assert cache.get("A005930", now=10.05) is None
+    cache.put("A000660", {"price": 2}, None, now=11.0)
+    cache.put("A035420", {"price": 3}, None, now=11.0)  # full: starts over
+    assert cache.get("A000660", now=11.0) is None
+    assert cache.get("A035420", now=11.0) == ({"price": 3}, None)
+    assert not QuoteCache(ttl_s=0).enabled

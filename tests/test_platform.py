@@ -1,0 +1,281 @@
+"""The platform as operators run it: real Gunicorn with two Uvicorn workers (gunicorn.conf.py),
+and `./start_services.sh` with everything it starts, over real sockets.
+
+Each test gets a private Redis, a fresh database and free ports, and checks that everything it
+started is gone, and its ports free, after the stop signal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import RedisServer
+from tests.support.databases import (
+    fresh_mysql_database,
+    fresh_sqlite_database,
+    mysql_unreachable_reason,
+)
+from tests.support.env import REPO, free_port, scaled
+
+pytestmark = pytest.mark.slow
+
+# Settings the tests choose themselves; whatever the developer's shell has is removed.
+CONTROLLED = ("REDIS_URL", "DATABASE_URL", "PORT", "WEB_CONCURRENCY", "SIM_HOST", "SIM_PORT",
+              "STOCKING_ENV", "STOCKING_NS", "JWT_SECRET_KEY", "STOCKING_ADMIN_EMAIL",
+              "STOCKING_ADMIN_PASSWORD", "PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS",
+              "RELAYER_UPSTREAM", "RELAYER_UPSTREAM_URL", "RELAYER_SUBSCRIBE")
+
+
+def environment(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in CONTROLLED}
+    return {**env, "PYTHONUNBUFFERED": "1", **settings}
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """MariaDB/MySQL when reachable (as in tests/api), else SQLite."""
+    if mysql_unreachable_reason() is None:
+        with fresh_mysql_database() as url:
+            yield url
+    else:
+        with fresh_sqlite_database(tmp_path) as url:
+            yield url
+
+
+def http(method: str, url: str, body: dict[str, Any] | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One request on a new connection (so that any worker may take it)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    return http("GET", url, headers=headers)
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float,
+             process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + scaled(timeout)
+    while not check():
+        if process.poll() is not None:
+            raise AssertionError(f"exited with {process.returncode} before {what}:\n"
+                                 f"{log.read_text(errors='replace')}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout}s:\n{log.read_text(errors='replace')}")
+        time.sleep(0.1)
+
+
+def answers(url: str) -> bool:
+    try:
+        return get(url)[0] == 200
+    except OSError:
+        return False
+
+
+def port_free(port: int) -> bool:
+    """Whether a server could listen on the port now (Gunicorn binds 0.0.0.0 like this)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+        return True
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop(process: subprocess.Popen[bytes], signum: signal.Signals, timeout: float) -> float:
+    """Send the signal; seconds until the process exited (killed and failed if it did not)."""
+    started = time.monotonic()
+    process.send_signal(signum)
+    try:
+        process.wait(timeout=scaled(timeout))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"still running {timeout}s after {signum.name}") from None
+    return time.monotonic() - started
+
+
+def requests_by_route(metrics_text: str) -> dict[tuple[str, str], float]:
+    """(route, status) -> count of GET requests, from a scrape."""
+    counts: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "stocking_http_requests_total" and sample.labels["method"] == "GET":
+                counts[sample.labels["route"], sample.labels["status"]] = sample.value
+    return counts
+
+
+def health_requests_per_worker(metrics_dir: Path) -> dict[str, float]:
+    """pid -> GET /health requests it answered, from each worker's own file."""
+    per_worker: dict[str, float] = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        pid = path.stem.removeprefix("counter_")
+        for metric in MultiProcessCollector.merge([str(path)]):
+            for sample in metric.samples:
+                if (sample.name == "stocking_http_requests_total"
+                        and sample.labels.get("route") == "/health"):
+                    per_worker[pid] = per_worker.get(pid, 0.0) + sample.value
+    return per_worker
+
+
+def test_gunicorn_two_workers_metrics_add_up_and_sigterm_frees_the_port(
+    tmp_path: Path, redis_server: RedisServer, database_url: str
+) -> None:
+    port = free_port()
+    metrics_dir = tmp_path / "metrics"
+    log = tmp_path / "gunicorn.log"
+    env = environment(REDIS_URL=redis_server.url, DATABASE_URL=database_url, PORT=str(port),
+                      WEB_CONCURRENCY="2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    with log.open("wb") as output:
+        gunicorn = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "api.main:app"],
+            cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: answers(f"{base}/health"), "answer on /health", 60, gunicorn, log)
+        wait_for(lambda: len(re.findall(r"Application startup complete", log.read_text())) == 2,
+                 "two workers started", 60, gunicorn, log)
+        worker_pids = [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)",
+                                                      log.read_text())]
+        assert len(worker_pids) == 2
+
+        # New connections from many threads, until both workers have answered some.
+        sent = {"/health": 1, "/ready": 0}  # the readiness probe above
+
+        def burst(path: str, count: int) -> None:
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                statuses = list(pool.map(lambda _: get(f"{base}{path}")[0], range(count)))
+            assert statuses == [200] * count
+            sent[path] += count
+
+        for _ in range(20):
+            burst("/health", 100)
+            if len(health_requests_per_worker(metrics_dir)) == 2:
+                break
+        per_worker = health_requests_per_worker(metrics_dir)
+        assert len(per_worker) == 2, f"one worker answered everything: {per_worker}"
+        burst("/ready", 40)
+
+        status, body = get(f"{base}/metrics")
+        assert status == 200
+        counts = requests_by_route(body.decode())
+        # Both workers' requests, whichever worker answered the scrape.
+        assert counts["/health", "200"] == sent["/health"]
+        assert counts["/ready", "200"] == sent["/ready"]
+        assert sum(per_worker.values()) == sent["/health"]
+        assert all(count > 0 for count in per_worker.values())
+        assert "stocking_relayer_up 0.0" in body.decode()
+
+        took = stop(gunicorn, signal.SIGTERM, timeout=15)
+        assert gunicorn.returncode == 0, log.read_text()
+        assert took < scaled(5), f"SIGTERM took {took:.1f}s"
+        assert port_free(port)
+        assert not [pid for pid in worker_pids if alive(pid)]
+    finally:
+        if gunicorn.poll() is None:
+            gunicorn.kill()
+            gunicorn.wait()
+
+
+def test_start_services_runs_the_platform_and_ctrl_c_stops_all_of_it(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    port, sim_port = free_port(), free_port()
+    log = tmp_path / "start_services.log"
+    env = environment(REDIS_URL=redis_server.url, PORT=str(port), SIM_PORT=str(sim_port),
+                      DATABASE_URL=f"sqlite:///{tmp_path / 'stocking.db'}")
+    with log.open("wb") as output:
+        platform = subprocess.Popen(["./start_services.sh"], cwd=REPO, env=env, stdout=output,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: "platform is up" in log.read_text(), "'platform is up'", 90,
+                 platform, log)
+        text = log.read_text()
+        assert "database migrations" not in text  # no failure message
+        assert f"{base}/docs" in text
+        admin = re.search(r"admin\s+(\S+@\S+) / (\S+)", text)
+        assert admin, text
+        email, password = admin.groups()
+        assert email == "admin@stocking.local"
+        assert f"{base}/api/v1/auth/login" in text
+        assert "A005930" in text
+
+        assert get(f"{base}/health") == (200, b'{"status":"ok"}')
+        status, body = get(f"{base}/ready")
+        assert status == 200, body
+        wait_for(lambda: json.loads(get(f"{base}/ready")[1])["relayer"]["alive"] is True,
+                 "live relayer in /ready", 30, platform, log)
+
+        paths = json.loads(get(f"{base}/openapi.json")[1])["paths"]
+        if "/api/v1/auth/login" in paths:
+            # The printed admin logs in, and the token works on every worker (one key for all).
+            status, body = http("POST", f"{base}/api/v1/auth/login",
+                                {"email": email, "password": password})
+            assert status == 200, body
+            token = json.loads(body)["access_token"]
+            quote_path = "/api/v1/trading/realtime/stock/A005930"
+            if quote_path in paths:
+                auth = {"authorization": f"Bearer {token}"}
+                wait_for(lambda: get(f"{base}{quote_path}", auth)[0] == 200,
+                         "a quote of A005930 through the API", 30, platform, log)
+                with ThreadPoolExecutor(max_workers=8) as pool:
+                    statuses = set(pool.map(lambda _: get(f"{base}{quote_path}", auth)[0],
+                                            range(40)))
+                assert statuses == {200}
+
+        took = stop(platform, signal.SIGINT, timeout=30)
+        output_text = log.read_text()
+        assert platform.returncode == 0, output_text
+        assert "all services stopped" in output_text
+        pids = [int(pid) for pid in re.findall(r"started \(pid (\d+)\)", output_text)]
+        pids += [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", output_text)]
+        assert len(pids) >= 5  # simulator, relayer, Gunicorn and its two workers
+        assert not [pid for pid in pids if alive(pid)], output_text
+        assert port_free(port) and port_free(sim_port)
+        assert took < scaled(15), output_text
+    finally:
+        if platform.poll() is None:  # a failed test: let the supervisor stop its children
+            platform.send_signal(signal.SIGTERM)
+            try:
+                platform.wait(timeout=scaled(30))
+            except subprocess.TimeoutExpired:
+                for pid in re.findall(r"started \(pid (\d+)\)", log.read_text()):
+                    try:
+                        os.killpg(int(pid), signal.SIGKILL)  # each child leads its own group
+                    except ProcessLookupError:
+                        pass
+                platform.kill()
+                platform.wait()
