@@ -18,25 +18,26 @@ from api.resources import Resources
 from api.settings import ApiSettings
 
 
-def _resources(request: Request) -> Resources:
+def resources_of(request: Request) -> Resources:
+    """The process's resources, for code that has the request (no dependency resolution)."""
     resources: Resources = request.app.state.resources
     return resources
 
 
 async def get_resources(request: Request) -> Resources:
-    return _resources(request)
+    return resources_of(request)
 
 
 async def get_settings(request: Request) -> ApiSettings:
-    return _resources(request).settings
+    return resources_of(request).settings
 
 
 async def get_db(request: Request) -> Database:
-    return _resources(request).db
+    return resources_of(request).db
 
 
 async def get_redis(request: Request) -> Redis:
-    return _resources(request).redis
+    return resources_of(request).redis
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from api.auth.tokens import AccessTokenCache
 from api.db import Database, make_engine
 from api.quotes.cache import QuoteCache
 from api.settings import ApiSettings
@@ -29,6 +30,7 @@ class Resources:
     names: BusNames
     topics: TopicTemplate
     quote_cache: QuoteCache
+    access_tokens: AccessTokenCache
 
     @classmethod
     def open(cls, settings: ApiSettings) -> Resources:
@@ -52,7 +54,8 @@ class Resources:
                              echo=settings.database_echo)
         return cls(settings, Database(engine), redis, blocking_redis,
                    BusNames(settings.stocking_ns), TopicTemplate(settings.relayer_topic_template),
-                   QuoteCache(settings.quote_cache_ttl_s))
+                   QuoteCache(settings.quote_cache_ttl_s),
+                   AccessTokenCache(settings.signing_key()))
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -214,6 +214,8 @@ def run(options: argparse.Namespace) -> None:
         print(f"throttled at {half:,.0f} req/s ...", flush=True)
         throttled = run_wrk(quote_url, duration_s=options.duration,
                             connections=options.connections, token=token, rate=half)
+        hello_throttled = run_wrk(f"{base}/health", duration_s=options.duration,
+                                  connections=options.connections, token=None, rate=half)
 
         wait_until(lambda: client.hget(NAMES.relayer_health, "state") == b"connected",
                    "the relayer")
@@ -225,7 +227,8 @@ def run(options: argparse.Namespace) -> None:
           f"wrk -t2 -c{options.connections} -d{options.duration}s")
     print(f"{'route':<44} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for name, result in (("GET /health (hello)", hello), ("GET /.../stock/{code}", quotes),
-                         ("GET /.../stock/{code} at half hello rate", throttled)):
+                         ("GET /.../stock/{code} at half hello rate", throttled),
+                         ("GET /health at the same throttle", hello_throttled)):
         print(f"{name:<44} {result.requests_per_s:>10,.0f} {result.p50_ms:>8.2f} "
               f"{result.p99_ms:>8.2f} {result.non_2xx:>8}")
     print(f"quote / hello: {quotes.requests_per_s / hello.requests_per_s:.0%}")

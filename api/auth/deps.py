@@ -4,25 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.auth.tokens import Principal, TokenType, verify
-from api.deps import SettingsDep
+from api.auth.tokens import Principal
+from api.deps import resources_of
 from api.errors import Forbidden, Unauthorized
 
 # async on purpose, though nothing here awaits: FastAPI runs a plain `def` dependency in the
 # thread pool, which costs more than the HS256 check itself on every authenticated request.
+# For the same reason the resources come from the request rather than from more dependencies.
 _bearer = HTTPBearer(auto_error=False, description="Access token from /api/v1/auth/login")
 
 
 async def current_principal(
-    settings: SettingsDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("a bearer token is required", code="not_authenticated")
-    return verify(credentials.credentials, TokenType.ACCESS, settings.signing_key())
+    return resources_of(request).access_tokens.verify(credentials.credentials)
 
 
 async def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:

@@ -6,6 +6,7 @@ database read; role changes take effect when the (short-lived) access token is r
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,36 @@ def issue(principal: Principal, kind: TokenType, key: str, ttl_s: int,
 
 def verify(token: str, kind: TokenType, key: str) -> Principal:
     """The principal of a valid token of this kind; Unauthorized (401) for anything else."""
+    return _verify(token, kind, key)[0]
+
+
+class AccessTokenCache:
+    """Access tokens this process verified recently, until they expire.
+
+    A client sends the same token with every request for its whole lifetime; checking the
+    signature each time was the largest single cost of an authenticated quote read. A token
+    cannot change, so a cached verdict is as good as a fresh one until `exp`; revocation is not
+    weakened, since a stateless access token is valid until expiry anyway. Bounded: cleared
+    when full.
+    """
+
+    def __init__(self, key: str, max_entries: int = 10_000) -> None:
+        self._key = key
+        self._max_entries = max_entries
+        self._verified: dict[str, tuple[Principal, float]] = {}
+
+    def verify(self, token: str) -> Principal:
+        hit = self._verified.get(token)
+        if hit is not None and hit[1] > time.time():
+            return hit[0]
+        principal, expires = _verify(token, TokenType.ACCESS, self._key)
+        if len(self._verified) >= self._max_entries:
+            self._verified.clear()
+        self._verified[token] = (principal, expires)
+        return principal
+
+
+def _verify(token: str, kind: TokenType, key: str) -> tuple[Principal, float]:
     try:
         claims = jwt.decode(token, key, algorithms=[ALGORITHM],
                             options={"require": REQUIRED_CLAIMS})
@@ -65,6 +96,8 @@ def verify(token: str, kind: TokenType, key: str) -> Principal:
     if claims.get("typ") != kind.value:
         raise Unauthorized(f"not an {kind.value} token", code="invalid_token")
     try:
-        return Principal(int(claims["sub"]), str(claims.get("email", "")), Role(claims["role"]))
+        principal = Principal(int(claims["sub"]), str(claims.get("email", "")),
+                              Role(claims["role"]))
+        return principal, float(claims["exp"])
     except (KeyError, ValueError) as exc:
         raise Unauthorized("invalid token", code="invalid_token") from exc
