@@ -242,7 +242,7 @@ def run(options: argparse.Namespace) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
-    parser.add_argument("--connections", type=int, default=50, help="wrk connections (50)")
+    parser.add_argument("--connections", type=int, default=20, help="wrk connections (20)")
     parser.add_argument("--workers", type=int, default=2, help="Gunicorn workers (2)")
     parser.add_argument("--round-trips", type=int, default=200,
                         help="admin subscribe/unsubscribe pairs (200)")
