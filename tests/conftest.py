@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support.databases import mysql_unreachable_reason
 from tests.support.env import REPO, TIMEOUT_FACTOR, free_port, scaled
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -106,4 +107,7 @@ def real_redis_server(redis_server: RedisServer) -> RedisServer:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     redis_line = (f"redis-server: {REDIS_SERVER}" if REDIS_SERVER else
                   "redis-server: NOT FOUND - using fakeredis; outage tests will be skipped")
-    return [redis_line, f"timeout factor: {TIMEOUT_FACTOR}"]
+    reason = mysql_unreachable_reason()
+    sql_line = ("SQL: MariaDB/MySQL (a fresh database per API test)" if reason is None else
+                f"SQL: SQLite ONLY - {reason}; MySQL-only checks will be SKIPPED")
+    return [redis_line, sql_line, f"timeout factor: {TIMEOUT_FACTOR}"]

@@ -59,10 +59,3 @@ def api_settings(redis_server: RedisServer, database_url: str) -> ApiSettings:
 def client(api_settings: ApiSettings) -> Iterator[TestClient]:
     with TestClient(create_app(api_settings)) as test_client:
         yield test_client
-
-
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    reason = mysql_unreachable_reason()
-    if reason is None:
-        return ["API tests: MariaDB/MySQL (fresh database per test)"]
-    return [f"API tests: SQLite ONLY - {reason}; MySQL-only checks will be SKIPPED"]
