@@ -22,7 +22,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.databases import mysql_unreachable_reason
+from tests.support.databases import (
+    fresh_mysql_database,
+    fresh_sqlite_database,
+    mysql_unreachable_reason,
+)
 from tests.support.env import REPO, TIMEOUT_FACTOR, free_port, scaled
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -111,3 +115,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     sql_line = ("SQL: MariaDB/MySQL (a fresh database per API test)" if reason is None else
                 f"SQL: SQLite ONLY - {reason}; MySQL-only checks will be SKIPPED")
     return [redis_line, sql_line, f"timeout factor: {TIMEOUT_FACTOR}"]
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated SQL database: MariaDB/MySQL when reachable (the test of record), else
+    SQLite, as the pytest header says."""
+    if mysql_unreachable_reason() is None:
+        with fresh_mysql_database() as url:
+            yield url
+    else:
+        with fresh_sqlite_database(tmp_path) as url:
+            yield url

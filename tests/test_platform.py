@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import RedisServer
-from tests.support.databases import (
-    fresh_mysql_database,
-    fresh_sqlite_database,
-    mysql_unreachable_reason,
-)
 from tests.support.env import REPO, free_port, scaled
 
 pytestmark = pytest.mark.slow
@@ -46,17 +41,6 @@ CONTROLLED = ("REDIS_URL", "DATABASE_URL", "PORT", "WEB_CONCURRENCY", "SIM_HOST"
 def environment(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in CONTROLLED}
     return {**env, "PYTHONUNBUFFERED": "1", **settings}
-
-
-@pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
-    """MariaDB/MySQL when reachable (as in tests/api), else SQLite."""
-    if mysql_unreachable_reason() is None:
-        with fresh_mysql_database() as url:
-            yield url
-    else:
-        with fresh_sqlite_database(tmp_path) as url:
-            yield url
 
 
 def http(method: str, url: str, body: dict[str, Any] | None = None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,24 +13,12 @@ from api.settings import ApiSettings
 from tests.conftest import RedisServer
 from tests.support.databases import (
     fresh_mysql_database,
-    fresh_sqlite_database,
     mysql_unreachable_reason,
 )
 
 ADMIN_EMAIL = "admin@stocking.test"
 ADMIN_PASSWORD = "admin-password-0001"
 TEST_JWT_KEY = "test-signing-key-" + "x" * 40
-
-
-@pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
-    """MariaDB/MySQL when reachable (the test of record), else SQLite, said in the report."""
-    if mysql_unreachable_reason() is None:
-        with fresh_mysql_database() as url:
-            yield url
-    else:
-        with fresh_sqlite_database(tmp_path) as url:
-            yield url
 
 
 @pytest.fixture
