@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from api.auth.routes import router as auth_router
 from api.auth.service import ensure_admin_account
 from api.errors import install_error_handlers
+from api.ledger.routes import router as ledger_router
 from api.quotes.routes import router as quotes_router
 from api.resources import Resources
 from api.settings import ApiSettings
@@ -49,6 +50,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     app.include_router(system_router)
     app.include_router(auth_router, prefix="/api/v1")
+    app.include_router(ledger_router, prefix="/api/v1")
     app.include_router(quotes_router, prefix="/api/v1/trading/realtime")
     app.include_router(subscriptions_router, prefix="/api/v1/admin/websocket/subscriptions")
     return app

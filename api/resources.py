@@ -52,7 +52,8 @@ class Resources:
         )
         engine = make_engine(settings.database_url, pool_size=settings.database_pool_size,
                              echo=settings.database_echo)
-        return cls(settings, Database(engine), redis, blocking_redis,
+        return cls(settings, Database(engine, deadlock_retries=settings.database_deadlock_retries),
+                   redis, blocking_redis,
                    BusNames(settings.stocking_ns), TopicTemplate(settings.relayer_topic_template),
                    QuoteCache(settings.quote_cache_ttl_s),
                    AccessTokenCache(settings.signing_key()))

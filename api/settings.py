@@ -65,6 +65,14 @@ class ApiSettings(BaseSettings):
     # SQL.
     database_pool_size: int = Field(10, gt=0)
     database_echo: bool = False
+    # A transaction that hits a deadlock or a lock wait timeout (MySQL 1213/1205) is run again
+    # this many more times, after a short jittered pause (api.db.Database.run_retrying).
+    database_deadlock_retries: int = Field(3, ge=0)
+
+    # Money, in whole KRW. A new account starts with `initial_cash` (one DEPOSIT ledger row).
+    initial_cash: int = Field(10_000_000, ge=0)
+    deposit_max_krw: int = Field(100_000_000, gt=0)
+    withdraw_max_krw: int = Field(100_000_000, gt=0)
 
     # Operations. /ready gives each check (Redis, SQL, relayer health) this long.
     ready_timeout_s: float = Field(1.0, gt=0)

@@ -32,7 +32,8 @@ def _problems(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
 async def register(body: RegisterRequest, db: DatabaseDep, settings: SettingsDep) -> UserOut:
     """Create a user account (role `user`). Emails are compared case-insensitively."""
     user = await db.run(service.register, body.email, body.password,
-                        min_password_length=settings.password_min_length)
+                        min_password_length=settings.password_min_length,
+                        initial_cash=settings.initial_cash)
     return UserOut.model_validate(user)
 
 

@@ -26,6 +26,7 @@ from api.auth.rate_limit import begin_login_attempt, login_succeeded
 from api.auth.schemas import TokenPair
 from api.auth.tokens import Principal, TokenType, issue, verify
 from api.errors import Conflict, Unauthorized
+from api.ledger.service import ensure_account, open_account
 from api.models import Role, User
 from api.resources import Resources
 from api.settings import ApiSettings
@@ -48,8 +49,10 @@ def _find_user(session: Session, email: str) -> User | None:
 # --- SQL units of work (run with `await db.run(fn, ...)`) ---------------------------------------
 
 
-def register(session: Session, email: str, password: str, *, min_password_length: int) -> User:
-    """A new user account; Conflict `email_taken` if the (normalised) email is registered."""
+def register(session: Session, email: str, password: str, *, min_password_length: int,
+             initial_cash: int) -> User:
+    """A new user account, with a cash account credited `initial_cash` (one DEPOSIT ledger
+    row); Conflict `email_taken` if the (normalised) email is registered."""
     check_policy(password, min_password_length)
     # Hashed before the first statement, so no connection is held while it runs.
     user = User(email=normalize_email(email), password_hash=hash_password(password),
@@ -60,6 +63,7 @@ def register(session: Session, email: str, password: str, *, min_password_length
         session.flush()
     except IntegrityError as exc:
         raise Conflict("an account with this email already exists", code="email_taken") from exc
+    open_account(session, user.id, initial_cash)
     session.refresh(user)  # created_at as stored (DATETIME drops the microseconds)
     return user
 
@@ -146,21 +150,26 @@ async def ensure_admin_account(resources: Resources) -> None:
     except PasswordRejected as exc:
         raise ValueError(f"STOCKING_ADMIN_PASSWORD is refused: {exc.detail}") from None
     try:
-        outcome = await resources.db.run(_ensure_admin, email, password)
+        outcome = await resources.db.run(_ensure_admin, email, password, settings.initial_cash)
     except IntegrityError:
-        # Another worker inserted the account between our read and our insert: it exists now.
-        outcome = await resources.db.run(_ensure_admin, email, password)
+        # Another worker inserted the user (or its cash account) between our read and our
+        # insert: it exists now.
+        outcome = await resources.db.run(_ensure_admin, email, password, settings.initial_cash)
     logger.info("admin account %s: %s", email, outcome)
 
 
-def _ensure_admin(session: Session, email: str, password: str) -> str:
+def _ensure_admin(session: Session, email: str, password: str, initial_cash: int) -> str:
     user = _find_user(session, email)
     if user is None:
-        session.add(User(email=email, password_hash=hash_password(password),
-                         role=Role.ADMIN.value))
+        user = User(email=email, password_hash=hash_password(password), role=Role.ADMIN.value)
+        session.add(user)
         session.flush()
+        open_account(session, user.id, initial_cash)
         return "created"
     changes = []
+    # An admin created before cash accounts existed gets one now.
+    if ensure_account(session, user.id, initial_cash):
+        changes.append("cash account opened")
     if user.role != Role.ADMIN.value:
         user.role = Role.ADMIN.value
         changes.append("promoted to admin")

@@ -24,12 +24,13 @@ from fastapi.testclient import TestClient
 from jwt.warnings import InsecureKeyLengthWarning
 from pydantic import SecretStr
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from api.app import create_app
 from api.auth.service import ensure_admin_account
 from api.auth.tokens import Principal, TokenType, issue
 from api.db import Database
-from api.models import Role, User
+from api.models import Account, LedgerEntry, Role, User
 from api.resources import Resources
 from api.settings import ApiSettings
 from relayer.bus import BusNames
@@ -368,8 +369,15 @@ def test_an_admin_token_on_an_admin_route_answers_200(client: TestClient) -> Non
 def test_users_me_answers_401_once_the_account_is_gone(client: TestClient) -> None:
     register(client, "gone@example.com")
     pair = tokens(client, "gone@example.com")
-    database(client).call(lambda session: session.execute(
-        delete(User).where(User.email == "gone@example.com")))
+    user_id = claims_of(pair["access_token"])["sub"]
+
+    def delete_user(session: Session) -> None:
+        # The ledger and the account refer to the user (no cascade: money history is not
+        # deleted by accident), so they go first.
+        for model in (LedgerEntry, Account):
+            session.execute(delete(model).where(model.user_id == int(user_id)))
+        session.execute(delete(User).where(User.email == "gone@example.com"))
+    database(client).call(delete_user)
 
     assert_problem(client.get(ME, headers=bearer(pair["access_token"])), 401, "invalid_token")
     assert_problem(client.post("/api/v1/auth/refresh",

@@ -1,0 +1,47 @@
+"""Idempotent POSTs: the `Idempotency-Key` header (DESIGN.md section 4). The same key with the
+same request answers what the first one answered, without doing it again; the same key with a
+different request is refused (422 `idempotency_key_reused`). Keys are per user.
+
+The check and the record happen inside the request's own transaction, after the caller has
+locked the row that serialises the user's requests (the cash account), so two requests with one
+key cannot both pass the check; the UNIQUE (user_id, key) constraint is the second guard. A
+refused request (an error) records nothing: nothing executed, so a retry may execute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.errors import Unprocessable
+from api.models import IdempotencyKey
+
+MAX_KEY_LENGTH = 128
+
+
+def fingerprint(method: str, path: str, body: dict[str, Any]) -> str:
+    canonical = json.dumps([method.upper(), path, body], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def replay(session: Session, user_id: int, key: str, request_fingerprint: str) -> Any | None:
+    """The answer recorded for this key, or None if the key is new."""
+    stored = session.scalar(select(IdempotencyKey).where(IdempotencyKey.user_id == user_id,
+                                                         IdempotencyKey.key == key))
+    if stored is None:
+        return None
+    if stored.fingerprint != request_fingerprint:
+        raise Unprocessable("this Idempotency-Key was used for a different request",
+                            code="idempotency_key_reused")
+    return json.loads(stored.response)
+
+
+def remember(session: Session, user_id: int, key: str, request_fingerprint: str,
+             response: Any) -> None:
+    session.add(IdempotencyKey(user_id=user_id, key=key, fingerprint=request_fingerprint,
+                               response=json.dumps(response)))
+    session.flush()

@@ -1,0 +1,1 @@
+"""Cash accounts and their append-only ledger."""
