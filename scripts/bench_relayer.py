@@ -3,10 +3,10 @@
 What runs (all on this machine, each in its own process group):
 - a private `redis-server` on a free port, no persistence (`--save "" --appendonly no`), in a
   temporary folder;
-- a feeder: this script with `--feeder`, a minimal STOMP 1.2 over WebSocket server (`/ws`,
-  subprotocol `v12.stomp`, no compression) that answers CONNECT (heart-beats `0,0`) and SUBSCRIBE
-  (with RECEIPT) like the Toss feed, then streams MESSAGE frames of Toss tick JSON when told to
-  over its stdin;
+- a feeder: `scripts/bench_feeder.py` in its own process, a minimal STOMP 1.2 over WebSocket
+  server (`/ws`, subprotocol `v12.stomp`, no compression) that answers CONNECT (heart-beats
+  `0,0`) and SUBSCRIBE (with RECEIPT) like the Toss feed, then streams MESSAGE frames of Toss
+  tick JSON when told to over its stdin;
 - the real relayer, `python -m relayer`, configured only through its environment, subscribed to
   20 instrument codes plus one probe code.
 
