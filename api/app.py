@@ -13,6 +13,9 @@ from api.auth.routes import router as auth_router
 from api.auth.service import ensure_admin_account
 from api.errors import install_error_handlers
 from api.ledger.routes import router as ledger_router
+from api.ledger.service import open_missing_accounts
+from api.orders.routes import router as orders_router
+from api.portfolio.routes import router as portfolio_router
 from api.quotes.routes import router as quotes_router
 from api.resources import Resources
 from api.settings import ApiSettings
@@ -20,12 +23,14 @@ from api.subscriptions.routes import router as subscriptions_router
 from api.subscriptions.service import restore_desired_subscriptions
 from api.system.metrics import MetricsMiddleware
 from api.system.routes import router as system_router
+from api.watchlists.routes import router as watchlists_router
 
 logger = logging.getLogger(__name__)
 
 # Work to do once the resources exist, in order, in every worker (each one is idempotent).
 StartupHook = Callable[[Resources], Awaitable[None]]
-STARTUP: tuple[StartupHook, ...] = (ensure_admin_account, restore_desired_subscriptions)
+STARTUP: tuple[StartupHook, ...] = (ensure_admin_account, open_missing_accounts,
+                                     restore_desired_subscriptions)
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -51,6 +56,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(system_router)
     app.include_router(auth_router, prefix="/api/v1")
     app.include_router(ledger_router, prefix="/api/v1")
+    app.include_router(portfolio_router, prefix="/api/v1")
+    app.include_router(orders_router, prefix="/api/v1")
+    app.include_router(watchlists_router, prefix="/api/v1")
     app.include_router(quotes_router, prefix="/api/v1/trading/realtime")
     app.include_router(subscriptions_router, prefix="/api/v1/admin/websocket/subscriptions")
     return app

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from api.errors import Unprocessable
@@ -45,3 +47,29 @@ def remember(session: Session, user_id: int, key: str, request_fingerprint: str,
     session.add(IdempotencyKey(user_id=user_id, key=key, fingerprint=request_fingerprint,
                                response=json.dumps(response)))
     session.flush()
+
+
+def once(session: Session, user_id: int, key: str | None, request_fingerprint: str,
+         execute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The JSON answer of `execute()`, run at most once per key: a repeated key answers what
+    was recorded. The caller has locked the row that serialises this user's requests."""
+    if key is None:
+        return execute()
+    stored = replay(session, user_id, key, request_fingerprint)
+    if stored is not None:
+        answer: dict[str, Any] = stored
+        return answer
+    answer = execute()
+    remember(session, user_id, key, request_fingerprint, answer)
+    return answer
+
+
+def purge(session: Session, older_than: datetime, batch: int = 1000) -> int:
+    """Delete recorded answers created before `older_than`, at most `batch` of them (small
+    deletes keep locks short); returns how many were deleted."""
+    ids = list(session.scalars(select(IdempotencyKey.id)
+                               .where(IdempotencyKey.created_at < older_than)
+                               .order_by(IdempotencyKey.id).limit(batch)))
+    if ids:
+        session.execute(delete(IdempotencyKey).where(IdempotencyKey.id.in_(ids)))
+    return len(ids)

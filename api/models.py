@@ -54,7 +54,9 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    """Now, in whole seconds: what a MySQL DATETIME column keeps, so that an answer built from
+    a row just written shows the same time as a later read of it."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 class Base(DeclarativeBase):
@@ -150,6 +152,148 @@ class LedgerEntry(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
 
 
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(StrEnum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+
+
+class TimeInForce(StrEnum):
+    DAY = "DAY"  # rests until the session close of the day it was accepted
+    GTC = "GTC"  # rests until filled or cancelled
+    IOC = "IOC"  # fills what it can at once; the rest is cancelled
+    FOK = "FOK"  # fills completely at once, or not at all
+
+
+class OrderStatus(StrEnum):
+    OPEN = "OPEN"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+
+
+# Orders in these states hold cash or shares and may still fill.
+LIVE_ORDER_STATUSES = (OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value)
+
+
+class Order(Base):
+    """A virtual order. What it holds while live: a buy, `held_cash` (always what its unfilled
+    quantity reserves, api.market.rules.Costs.buy_reservation); a sell, its unfilled quantity
+    of shares (counted in `Position.held_quantity`). Rejected orders are never stored."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("filled_quantity >= 0 AND filled_quantity <= quantity",
+                        name="filled_within_quantity"),
+        CheckConstraint("filled_value >= 0", name="filled_value_not_negative"),
+        CheckConstraint("held_cash >= 0", name="held_cash_not_negative"),
+        CheckConstraint("price IS NULL OR price > 0", name="price_positive"),
+        UniqueConstraint("user_id", "client_order_id", name="uq_orders_user_id_client_order_id"),
+        Index("ix_orders_user_id_id", "user_id", "id"),
+        # The fills worker's questions: live limit orders of a code; live orders past expiry.
+        Index("ix_orders_status_code", "status", "code"),
+        Index("ix_orders_status_expires_at", "status", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"))
+    client_order_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    code: Mapped[str] = mapped_column(String(16))
+    side: Mapped[str] = mapped_column(String(4))
+    type: Mapped[str] = mapped_column(String(8))
+    time_in_force: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # limit price
+    status: Mapped[str] = mapped_column(String(20))
+    # Why it ended, when it ended other than by filling (user, ioc_remainder, session_close...).
+    reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    filled_quantity: Mapped[int] = mapped_column(BigInteger, default=0)
+    filled_value: Mapped[int] = mapped_column(BigInteger, default=0)  # sum of fill values
+    held_cash: Mapped[int] = mapped_column(BigInteger, default=0)
+    # A resting order is filled by ticks after this stream entry id (its acceptance), and the
+    # fills worker has examined it up to `checked_upto` (api.fills.worker).
+    rests_after: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    checked_upto: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now,
+                                                 onupdate=utc_now)
+
+    @property
+    def remaining_quantity(self) -> int:
+        return self.quantity - self.filled_quantity
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_ORDER_STATUSES
+
+
+class Fill(Base):
+    """One execution of an order, with what priced it: the tick's stream entry id (`tick_id`;
+    `quote:{seq}` for a market order priced by the latest quote), its seq and its trade time."""
+
+    __tablename__ = "fills"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("price > 0", name="price_positive"),
+        CheckConstraint("commission >= 0 AND tax >= 0", name="costs_not_negative"),
+        # One tick fills an order at most once, however often the worker sees the tick.
+        UniqueConstraint("order_id", "tick_id", name="uq_fills_order_id_tick_id"),
+        Index("ix_fills_tick_id", "tick_id"),
+        Index("ix_fills_user_id_code", "user_id", "code"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(BigId, ForeignKey("orders.id"))
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"))
+    code: Mapped[str] = mapped_column(String(16))
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    price: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[int] = mapped_column(BigInteger)  # quantity * price
+    commission: Mapped[int] = mapped_column(BigInteger)
+    tax: Mapped[int] = mapped_column(BigInteger)
+    tick_id: Mapped[str] = mapped_column(String(32))
+    tick_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tick_ts: Mapped[str | None] = mapped_column(String(40), nullable=True)  # as upstream sent
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+
+
+class Position(Base):
+    """Shares of one instrument held by one user. `cost_basis` is the book cost of the shares
+    held (fill values plus buy commissions), so `equity - net deposits = realized + unrealized
+    P&L` exactly; `held_quantity` is reserved by live sell orders. The row stays at zero
+    quantity after a position is closed, keeping its realized P&L."""
+
+    __tablename__ = "positions"
+    __table_args__ = (
+        CheckConstraint("quantity >= 0", name="quantity_not_negative"),
+        CheckConstraint("held_quantity >= 0 AND held_quantity <= quantity",
+                        name="held_within_quantity"),
+        CheckConstraint("cost_basis >= 0", name="cost_basis_not_negative"),
+    )
+
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"), primary_key=True,
+                                         autoincrement=False)
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    quantity: Mapped[int] = mapped_column(BigInteger, default=0)
+    held_quantity: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_basis: Mapped[int] = mapped_column(BigInteger, default=0)
+    realized_pnl: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now,
+                                                 onupdate=utc_now)
+
+    @property
+    def available_quantity(self) -> int:
+        return self.quantity - self.held_quantity
+
+
 class IdempotencyKey(Base):
     """The answer given to a POST that carried an `Idempotency-Key` header, so that the same
     key with the same request gets the same answer instead of a second effect."""
@@ -157,6 +301,7 @@ class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
     __table_args__ = (
         UniqueConstraint("user_id", "key", name="uq_idempotency_keys_user_id_key"),
+        Index("ix_idempotency_keys_created_at", "created_at"),  # the purge's question
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -165,3 +310,32 @@ class IdempotencyKey(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of method, path and body
     response: Mapped[str] = mapped_column(Text)  # the JSON answer
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+
+
+class Watchlist(Base):
+    """A user's named list of instruments to follow. Names are unique per user."""
+
+    __tablename__ = "watchlists"
+    __table_args__ = (
+        UniqueConstraint("user_id", "name", name="uq_watchlists_user_id_name"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+
+
+class WatchlistItem(Base):
+    """One instrument (bus form, `A005930`) in a watchlist, at most once; deleted with it."""
+
+    __tablename__ = "watchlist_items"
+    __table_args__ = (
+        UniqueConstraint("watchlist_id", "code", name="uq_watchlist_items_watchlist_id_code"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    watchlist_id: Mapped[int] = mapped_column(BigId, ForeignKey("watchlists.id",
+                                                                ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(16))
+    added_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)

@@ -8,6 +8,8 @@ the environment. Development defaults are refused in production (`STOCKING_ENV=p
 from __future__ import annotations
 
 import secrets
+from datetime import time
+from decimal import Decimal
 from enum import StrEnum
 
 from pydantic import Field, SecretStr, model_validator
@@ -73,6 +75,24 @@ class ApiSettings(BaseSettings):
     initial_cash: int = Field(10_000_000, ge=0)
     deposit_max_krw: int = Field(100_000_000, gt=0)
     withdraw_max_krw: int = Field(100_000_000, gt=0)
+    # Watchlists: at most this many per user, and this many instruments in each (every item
+    # is one more key in the watchlist answer's quote MGET).
+    watchlists_max_per_user: int = Field(20, gt=0)
+    watchlist_max_items: int = Field(100, gt=0)
+
+    # Trading (DESIGN.md section 4, docs/TRADING.md). Rates are exact decimals: 0.00015 is
+    # 0.015%. Costs are rounded down to the whole won.
+    commission_rate: Decimal = Field(Decimal("0.00015"), ge=0, lt=1)
+    sell_tax_rate: Decimal = Field(Decimal("0.0020"), ge=0, lt=1)
+    # DAY orders expire at this KST wall-clock time (the KRX regular session closes at 15:30).
+    market_close_kst: time = time(15, 30)
+    order_max_quantity: int = Field(1_000_000, gt=0)
+    # Idempotency-Key answers are kept at least this long, then purged by the fills worker.
+    idempotency_key_ttl_s: int = Field(24 * 3600, ge=24 * 3600)
+    # The fills worker (api.fills): stream entries per read, and how long a read blocks.
+    fills_batch_size: int = Field(500, gt=0)
+    fills_block_ms: int = Field(1000, gt=0)
+    fills_consumer_group: str = "fills"
 
     # Operations. /ready gives each check (Redis, SQL, relayer health) this long.
     ready_timeout_s: float = Field(1.0, gt=0)

@@ -2,7 +2,7 @@
 
 Starts, in order: Redis (unless one is configured or already answering), the database
 migrations (once; a failure stops everything), the exchange simulator (unless a real upstream
-is configured), the relayer, the fills worker (once `api/fills.py` exists), the API (Gunicorn,
+is configured), the relayer, the fills worker (`python -m api.fills`), the API (Gunicorn,
 `gunicorn.conf.py`), which must answer GET /health before the platform counts as up. A child
 that dies is restarted with capped exponential backoff; the relayer exiting with status 2 (bad
 configuration) stops everything, since restarting cannot fix it. SIGINT/SIGTERM stop the
@@ -335,8 +335,7 @@ def main() -> int:
             relayer_env["RELAYER_SUBSCRIBE"] = DEFAULT_CODES
         platform.add(Child("relayer", [PYTHON, "-m", "relayer"], env=relayer_env))
         app_env = {"REDIS_URL": redis_url}
-        if (REPO / "api" / "fills.py").exists():
-            platform.add(Child("fills", [PYTHON, "-m", "api.fills"], env=app_env))
+        platform.add(Child("fills", [PYTHON, "-m", "api.fills"], env=app_env))
         api_env = {**app_env, **development_credentials()}
         api_url = ensure_api(platform, api_env)
         ns = os.environ.get("STOCKING_NS", "stocking")

@@ -124,13 +124,16 @@ def test_compose_relayer_reads_from_the_simulator(services: dict[str, dict[str, 
     assert env(relayer)["RELAYER_SUBSCRIBE"] == supervise.DEFAULT_CODES
 
 
-def test_compose_fills_worker_is_declared_but_waits_for_its_module(
+def test_compose_runs_the_fills_worker_after_the_migrations(
     services: dict[str, dict[str, Any]]
 ) -> None:
     fills = services["fills"]
     assert fills["command"] == ["python", "-m", "api.fills"]
-    if not (REPO / "api" / "fills.py").exists():
-        assert fills["profiles"], "api.fills does not exist yet: it must not start by default"
+    assert (REPO / "api" / "fills" / "__main__.py").exists()
+    assert "profiles" not in fills, "the fills worker starts by default"
+    assert fills["depends_on"]["migrations"] == {
+        "condition": "service_completed_successfully"}
+    assert "deploy" not in fills or fills["deploy"].get("replicas", 1) == 1
 
 
 def test_compose_environment_names_only_documented_settings(

@@ -26,6 +26,7 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.market.rules import PriceBand
 from tests.conftest import RedisServer
 from tests.support.env import REPO, free_port, scaled
 
@@ -178,6 +179,9 @@ def test_gunicorn_two_workers_metrics_add_up_and_sigterm_frees_the_port(
         # Both workers' requests, whichever worker answered the scrape.
         assert counts["/health", "200"] == sent["/health"]
         assert counts["/ready", "200"] == sent["/ready"]
+        # Read again: a worker counts a request just after answering it, so the last ones of
+        # the burst may have been missing from the files read above.
+        per_worker = health_requests_per_worker(metrics_dir)
         assert sum(per_worker.values()) == sent["/health"]
         assert all(count > 0 for count in per_worker.values())
         assert "stocking_relayer_up 0.0" in body.decode()
@@ -239,6 +243,19 @@ def test_start_services_runs_the_platform_and_ctrl_c_stops_all_of_it(
                     statuses = set(pool.map(lambda _: get(f"{base}{quote_path}", auth)[0],
                                             range(40)))
                 assert statuses == {200}
+                # A resting buy at today's upper limit is marketable against any trade: the
+                # fills worker fills it from the next tick (simulator -> relayer -> stream ->
+                # api.fills -> SQL).
+                quote = json.loads(get(f"{base}{quote_path}", auth)[1])
+                upper = PriceBand.around(quote["base"]).upper
+                status, body = http("POST", f"{base}/api/v1/orders",
+                                    {"code": "A005930", "side": "BUY", "type": "LIMIT",
+                                     "quantity": 1, "price": upper, "time_in_force": "GTC"},
+                                    auth)
+                assert status == 201, body
+                order_url = f"{base}/api/v1/orders/{json.loads(body)['id']}"
+                wait_for(lambda: json.loads(get(order_url, auth)[1])["status"] == "FILLED",
+                         "the resting order filled by the fills worker", 30, platform, log)
 
         took = stop(platform, signal.SIGINT, timeout=30)
         output_text = log.read_text()
@@ -246,7 +263,7 @@ def test_start_services_runs_the_platform_and_ctrl_c_stops_all_of_it(
         assert "all services stopped" in output_text
         pids = [int(pid) for pid in re.findall(r"started \(pid (\d+)\)", output_text)]
         pids += [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", output_text)]
-        assert len(pids) >= 5  # simulator, relayer, Gunicorn and its two workers
+        assert len(pids) >= 6  # simulator, relayer, fills worker, Gunicorn, its two workers
         assert not [pid for pid in pids if alive(pid)], output_text
         assert port_free(port) and port_free(sim_port)
         assert took < scaled(15), output_text

@@ -1,4 +1,5 @@
-"""HTTP routes of api.ledger: the account summary, deposits, withdrawals and the ledger."""
+"""HTTP routes of api.ledger: deposits, withdrawals and the ledger (the account summary with
+equity is api.portfolio's)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,19 @@ from sqlalchemy.orm import Session
 from api import idempotency
 from api.auth.deps import CurrentUser
 from api.deps import DatabaseDep, SettingsDep
-from api.errors import PROBLEM_JSON
 from api.ledger import service
 from api.ledger.schemas import (
-    AccountOut,
     AmountRequest,
     CashMovementOut,
+    CashOut,
     LedgerEntryOut,
     TransactionsPage,
 )
 from api.models import Account, LedgerEntry, LedgerType
+from api.openapi import problems
+from api.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 router = APIRouter(tags=["account"])
-
-_AUTH = "`not_authenticated`, `invalid_token`, `token_expired`"
 
 
 class Move(Protocol):
@@ -32,34 +32,20 @@ class Move(Protocol):
                  max_krw: int) -> tuple[Account, LedgerEntry]: ...
 
 
-def _problems(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
-    return {status_code: {"description": codes, "content": {PROBLEM_JSON: {}}}
-            for status_code, codes in {401: _AUTH, **described}.items()}
-
-
-def _summary(session: Session, user_id: int) -> AccountOut:
-    return AccountOut.of(service.get_account(session, user_id))
-
-
 def _movement(session: Session, account: Account, entry: LedgerEntry) -> CashMovementOut:
     session.refresh(entry)  # created_at as stored (DATETIME drops the microseconds)
-    return CashMovementOut(account=AccountOut.of(account),
+    return CashMovementOut(account=CashOut.of(account),
                            entry=LedgerEntryOut.model_validate(entry))
 
 
 def _move_cash(session: Session, move: Move, path: str, user_id: int, amount: int,
-               max_krw: int, key: str | None) -> CashMovementOut:
-    if key is None:
-        return _movement(session, *move(session, user_id, amount, max_krw=max_krw))
-    # The account lock serialises this user's requests, so the key check below is reliable.
+               max_krw: int, key: str | None) -> dict[str, Any]:
+    # The account lock serialises this user's requests, so the key check is reliable.
     service.lock_account(session, user_id)
-    request = idempotency.fingerprint("POST", path, {"amount": amount})
-    stored = idempotency.replay(session, user_id, key, request)
-    if stored is not None:
-        return CashMovementOut.model_validate(stored)
-    answer = _movement(session, *move(session, user_id, amount, max_krw=max_krw))
-    idempotency.remember(session, user_id, key, request, answer.model_dump(mode="json"))
-    return answer
+    return idempotency.once(
+        session, user_id, key, idempotency.fingerprint("POST", path, {"amount": amount}),
+        lambda: _movement(session, *move(session, user_id, amount, max_krw=max_krw))
+        .model_dump(mode="json"))
 
 
 IdempotencyKeyHeader = Annotated[str | None, Header(
@@ -68,13 +54,7 @@ IdempotencyKeyHeader = Annotated[str | None, Header(
                 "effect")]
 
 
-@router.get("/account", responses=_problems({404: "`account_not_found`"}))
-async def account(principal: CurrentUser, db: DatabaseDep) -> AccountOut:
-    """The signed-in user's cash: total, held for orders, available, and equity."""
-    return await db.run(_summary, principal.user_id)
-
-
-@router.post("/account/deposit", responses=_problems({
+@router.post("/account/deposit", responses=problems({
     404: "`account_not_found`",
     422: "`validation_error` (not an integer), `invalid_amount`, `amount_over_limit`, "
          "`idempotency_key_reused`",
@@ -82,11 +62,12 @@ async def account(principal: CurrentUser, db: DatabaseDep) -> AccountOut:
 async def deposit(body: AmountRequest, principal: CurrentUser, db: DatabaseDep,
                   settings: SettingsDep, key: IdempotencyKeyHeader = None) -> CashMovementOut:
     """Add virtual cash (whole KRW, at most DEPOSIT_MAX_KRW per request)."""
-    return await db.run_retrying(_move_cash, service.deposit, "/api/v1/account/deposit",
-                                 principal.user_id, body.amount, settings.deposit_max_krw, key)
+    return CashMovementOut.model_validate(await db.run_retrying(
+        _move_cash, service.deposit, "/api/v1/account/deposit", principal.user_id,
+        body.amount, settings.deposit_max_krw, key))
 
 
-@router.post("/account/withdraw", responses=_problems({
+@router.post("/account/withdraw", responses=problems({
     404: "`account_not_found`",
     422: "`validation_error` (not an integer), `invalid_amount`, `amount_over_limit`, "
          "`insufficient_funds`, `idempotency_key_reused`",
@@ -95,8 +76,9 @@ async def withdraw(body: AmountRequest, principal: CurrentUser, db: DatabaseDep,
                    settings: SettingsDep, key: IdempotencyKeyHeader = None) -> CashMovementOut:
     """Take virtual cash out (whole KRW, at most WITHDRAW_MAX_KRW per request, never more
     than the available cash)."""
-    return await db.run_retrying(_move_cash, service.withdraw, "/api/v1/account/withdraw",
-                                 principal.user_id, body.amount, settings.withdraw_max_krw, key)
+    return CashMovementOut.model_validate(await db.run_retrying(
+        _move_cash, service.withdraw, "/api/v1/account/withdraw", principal.user_id,
+        body.amount, settings.withdraw_max_krw, key))
 
 
 def _transactions(session: Session, user_id: int, type: LedgerType | None, start: date | None,
@@ -107,7 +89,7 @@ def _transactions(session: Session, user_id: int, type: LedgerType | None, start
                             next_cursor=page.next_cursor)
 
 
-@router.get("/transactions", responses=_problems({
+@router.get("/transactions", responses=problems({
     422: "`validation_error`, `invalid_cursor`, `invalid_date_range`",
 }))
 async def transactions(
@@ -119,7 +101,7 @@ async def transactions(
     end: Annotated[date | None, Query(alias="to", description="last day, inclusive (KST)")]
     = None,
     cursor: Annotated[str | None, Query(max_length=128)] = None,
-    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE_SIZE)] = service.DEFAULT_PAGE_SIZE,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> TransactionsPage:
     """The signed-in user's ledger, newest first, with cursor pagination."""
     return await db.run(_transactions, principal.user_id, type, start, end, cursor, limit)

@@ -15,18 +15,18 @@ class AmountRequest(BaseModel):
     amount: StrictInt = Field(description="whole KRW", examples=[1_000_000])
 
 
-class AccountOut(BaseModel):
+class CashOut(BaseModel):
+    """The account's cash after a movement (GET /api/v1/account adds equity and P&L)."""
+
     cash: int = Field(description="total cash, KRW (includes held cash)")
     held_cash: int = Field(description="part of cash reserved for open orders")
     available_cash: int = Field(description="cash - held_cash: what can be spent or withdrawn")
-    equity: int = Field(description="cash + market value of positions (positions: not yet)")
     currency: str = "KRW"
 
     @classmethod
-    def of(cls, account: Account) -> AccountOut:
-        # No positions exist yet, so equity is the cash; it gains their value when they do.
+    def of(cls, account: Account) -> CashOut:
         return cls(cash=account.cash, held_cash=account.held_cash,
-                   available_cash=account.available_cash, equity=account.cash)
+                   available_cash=account.available_cash)
 
 
 class LedgerEntryOut(BaseModel):
@@ -42,7 +42,7 @@ class LedgerEntryOut(BaseModel):
 
 
 class CashMovementOut(BaseModel):
-    account: AccountOut
+    account: CashOut
     entry: LedgerEntryOut
 
 

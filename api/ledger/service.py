@@ -10,22 +10,30 @@ Amounts are whole KRW (`int`), never floats.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, NotFound, Unprocessable
-from api.models import Account, LedgerEntry, LedgerType
+from api.market.rules import KST
+from api.models import Account, LedgerEntry, LedgerType, User
+from api.pagination import (
+    DEFAULT_PAGE_SIZE,
+    Page,
+    check_limit,
+    decode_cursor,
+    page_of,
+)
+from api.resources import Resources
 
-# Korea has no daylight saving time: dates in the `transactions` filter are KST calendar days.
-KST = timezone(timedelta(hours=9), "KST")
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 200
+logger = logging.getLogger(__name__)
+
+# Dates in the `transactions` filter are KST calendar days.
+CURSOR_KIND = "le"
 
 
 # --- accounts ------------------------------------------------------------------------------------
@@ -47,6 +55,32 @@ def ensure_account(session: Session, user_id: int, initial_cash: int) -> bool:
         return False
     open_account(session, user_id, initial_cash)
     return True
+
+
+def users_without_account(session: Session, limit: int = 1000) -> list[int]:
+    """Users registered before accounts existed (migration 0002 backfills nothing)."""
+    return list(session.scalars(select(User.id).outerjoin(Account, Account.user_id == User.id)
+                                .where(Account.user_id.is_(None)).order_by(User.id)
+                                .limit(limit)))
+
+
+async def open_missing_accounts(resources: Resources) -> None:
+    """At start: give every user without a cash account one, with the initial cash. Workers
+    starting together race on the same users; the primary key decides, and the loser skips."""
+    opened = 0
+    while users := await resources.db.run(users_without_account):
+        for user_id in users:
+            try:
+                if await resources.db.run(ensure_account, user_id,
+                                          resources.settings.initial_cash):
+                    opened += 1
+            except IntegrityError:
+                pass  # another worker opened it first
+        if len(users) < 1000:
+            break
+    if opened:
+        logger.info("opened cash accounts for %d user(s) registered before accounts existed",
+                    opened)
 
 
 def lock_account(session: Session, user_id: int) -> Account:
@@ -135,41 +169,17 @@ def withdraw(session: Session, user_id: int, amount: int, *,
 # --- reading the ledger --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list[LedgerEntry]
-    next_cursor: str | None
-
-
-def encode_cursor(entry_id: int) -> str:
-    return base64.urlsafe_b64encode(f"le:{entry_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    """The entry id a cursor continues below; 422 `invalid_cursor` for anything we did not
-    hand out."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, number = text.partition(":")
-        if prefix != "le" or not number.isdigit():
-            raise ValueError(text)
-        return int(number)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise Unprocessable("this cursor was not issued by this endpoint",
-                            code="invalid_cursor") from None
-
-
 def _kst_day_start(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=KST)
 
 
 def transactions(session: Session, user_id: int, *, type: LedgerType | None = None,
                  start: date | None = None, end: date | None = None,
-                 cursor: str | None = None, limit: int = DEFAULT_PAGE_SIZE) -> Page:
+                 cursor: str | None = None,
+                 limit: int = DEFAULT_PAGE_SIZE) -> Page[LedgerEntry]:
     """The user's ledger rows, newest first; `start` and `end` are inclusive KST days. The
     cursor is opaque to clients: it names the last row of the previous page."""
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise Unprocessable(f"limit is between 1 and {MAX_PAGE_SIZE}", code="invalid_limit")
+    check_limit(limit)
     if start is not None and end is not None and start > end:
         raise Unprocessable("`from` is after `to`", code="invalid_date_range")
     query = select(LedgerEntry).where(LedgerEntry.user_id == user_id)
@@ -180,11 +190,9 @@ def transactions(session: Session, user_id: int, *, type: LedgerType | None = No
     if end is not None:
         query = query.where(LedgerEntry.created_at < _kst_day_start(end + timedelta(days=1)))
     if cursor is not None:
-        query = query.where(LedgerEntry.id < decode_cursor(cursor))
+        query = query.where(LedgerEntry.id < decode_cursor(CURSOR_KIND, cursor))
     rows = list(session.scalars(query.order_by(LedgerEntry.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    items = rows[:limit]
-    return Page(items, encode_cursor(items[-1].id) if more else None)
+    return page_of(CURSOR_KIND, rows, limit, lambda entry: entry.id)
 
 
 def ledger_total(session: Session, user_id: int) -> int:

@@ -54,7 +54,8 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _code(text: str) -> str:
+def checked_code(text: str) -> str:
+    """The bus form of an instrument code (api.instruments.parse_code); 422 `invalid_code`."""
     try:
         return parse_code(text)
     except ValueError as exc:
@@ -83,7 +84,7 @@ def _aged(quote: dict[str, Any], received: float | None, now: float,
 
 async def quote_json(resources: Resources, code_text: str) -> bytes:
     """The latest quote of one instrument as JSON bytes (QuoteOut)."""
-    code = _code(code_text)
+    code = checked_code(code_text)
     cache = resources.quote_cache
     hit = cache.get(code, time.monotonic()) if cache.enabled else None
     if hit is None:
@@ -108,7 +109,8 @@ def parse_codes(texts: list[str]) -> list[str]:
     """Requested codes in bus form, in request order, without repeats. `A005930,A000660` in
     one parameter counts as two codes."""
     codes = dict.fromkeys(
-        _code(part) for text in texts for part in (text.split(",") if "," in text else [text])
+        checked_code(part)
+        for text in texts for part in (text.split(",") if "," in text else [text])
     )
     if len(codes) > MAX_CODES_PER_REQUEST:
         raise Unprocessable(
@@ -118,7 +120,9 @@ def parse_codes(texts: list[str]) -> list[str]:
     return list(codes)
 
 
-async def _read_quotes(resources: Resources, codes: list[str]) -> bytes:
+async def latest_quotes(resources: Resources, codes: list[str]) -> Quotes:
+    """The latest quote of each code (bus form), with `age_s` and `stale`, by code in the given
+    order; None for a code without a readable quote. One MGET, whatever the number of codes."""
     names: BusNames = resources.names
     keys = [names.quote(code) for code in codes]
     raws = await resources.redis.mget(keys) if keys else []
@@ -128,6 +132,11 @@ async def _read_quotes(resources: Resources, codes: list[str]) -> bytes:
         quote = None if raw is None else _decode(raw, key)
         quotes[code] = None if quote is None else _aged(
             quote, epoch_s(quote.get("received_at")), now, max_age_s)
+    return quotes
+
+
+async def _read_quotes(resources: Resources, codes: list[str]) -> bytes:
+    quotes = await latest_quotes(resources, codes)
     missing = [code for code, quote in quotes.items() if quote is None]
     return orjson.dumps({"quotes": quotes, "missing": missing})
 

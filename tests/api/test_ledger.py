@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import datetime, timedelta
-from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -27,9 +26,12 @@ from api.app import create_app
 from api.db import Database, make_engine
 from api.errors import Conflict, Unprocessable
 from api.ledger import service
-from api.ledger.service import KST
+from api.market.rules import KST
 from api.models import Account, LedgerEntry, LedgerType, Role, User
 from api.settings import ApiSettings
+from tests.conftest import RedisServer
+from tests.support.invariants import assert_invariants
+from tests.support.quotes import make_quote, put
 from tests.support.tokens import bearer
 
 ACCOUNT = "/api/v1/account"
@@ -60,31 +62,13 @@ def database_settings(client: TestClient) -> ApiSettings:
     return settings
 
 
-def assert_ledger_invariant(db: Database) -> None:
-    """For every account: cash == sum of its ledger, each row's before is the previous row's
-    after, and cash and held cash are within bounds."""
-    def check(session: Session) -> None:
-        for account in session.scalars(select(Account)):
-            rows = list(session.scalars(select(LedgerEntry).where(
-                LedgerEntry.user_id == account.user_id).order_by(LedgerEntry.id)))
-            assert account.cash == sum(row.amount for row in rows), account.user_id
-            assert 0 <= account.held_cash <= account.cash
-            for row in rows:
-                assert row.balance_after == row.balance_before + row.amount >= 0
-            for earlier, later in pairwise(rows):
-                assert later.balance_before == earlier.balance_after
-            if rows:
-                assert rows[0].balance_before == 0 and rows[-1].balance_after == account.cash
-    db.call(check)
-
-
 @pytest.fixture(autouse=True)
 def _ledger_invariant(request: pytest.FixtureRequest) -> Iterator[None]:
     # Asked for here, at setup, so that the client is torn down after this check.
     client = request.getfixturevalue("client") if "client" in request.fixturenames else None
     yield
     if client is not None:
-        assert_ledger_invariant(database(client))
+        assert_invariants(database(client))
 
 
 def new_user(client: TestClient, settings: ApiSettings, email: str) -> dict[str, str]:
@@ -124,7 +108,8 @@ def test_a_new_user_starts_with_the_initial_deposit(client: TestClient,
 
     assert response.status_code == 200, response.text
     assert response.json() == {"cash": INITIAL, "held_cash": 0, "available_cash": INITIAL,
-                               "equity": INITIAL, "currency": "KRW"}
+                               "market_value": 0, "equity": INITIAL, "realized_pnl": 0,
+                               "unrealized_pnl": 0, "stale_quotes": [], "currency": "KRW"}
     [row] = rows_of(client, alice)
     assert (row["type"], row["amount"], row["balance_before"], row["balance_after"]) == (
         "DEPOSIT", INITIAL, 0, INITIAL)
@@ -217,7 +202,7 @@ def make_client_with(api_settings: ApiSettings) -> Iterator[MakeClient]:
 
         yield make
         for client in clients:
-            assert_ledger_invariant(database(client))
+            assert_invariants(database(client))
 
 
 def test_the_initial_cash_is_a_setting(make_client_with: MakeClient) -> None:
@@ -241,19 +226,22 @@ def test_withdrawing_more_than_available_changes_nothing(client: TestClient,
     assert client.get(ACCOUNT, headers=alice).json()["cash"] == 0
 
 
-def test_held_cash_cannot_be_withdrawn(client: TestClient, alice: dict[str, str]) -> None:
-    user_id = alice_id(client)
-
-    def hold(session: Session) -> None:
-        service.lock_account(session, user_id).held_cash = 4_000_000
-    database(client).call(hold)
+def test_held_cash_cannot_be_withdrawn(client: TestClient, redis_server: RedisServer,
+                                      alice: dict[str, str]) -> None:
+    store = redis_server.client()
+    put(store, make_quote("A005930"))
+    store.close()
+    # A resting buy of 50 at 80,000 holds its value plus commission: 4,000,600.
+    assert client.post("/api/v1/orders", headers=alice, json={
+        "code": "A005930", "side": "BUY", "type": "LIMIT", "quantity": 50,
+        "price": 80_000}).status_code == 201
 
     summary = client.get(ACCOUNT, headers=alice).json()
     assert (summary["cash"], summary["held_cash"], summary["available_cash"]) == (
-        INITIAL, 4_000_000, 6_000_000)
-    assert_problem(client.post(WITHDRAW, headers=alice, json={"amount": 6_000_001}), 422,
+        INITIAL, 4_000_600, 5_999_400)
+    assert_problem(client.post(WITHDRAW, headers=alice, json={"amount": 5_999_401}), 422,
                    "insufficient_funds")
-    assert client.post(WITHDRAW, headers=alice, json={"amount": 6_000_000}).status_code == 200
+    assert client.post(WITHDRAW, headers=alice, json={"amount": 5_999_400}).status_code == 200
 
 
 def alice_id(client: TestClient) -> int:
@@ -276,6 +264,23 @@ def test_a_user_without_an_account_gets_404(client: TestClient,
     assert_problem(client.get(ACCOUNT, headers=headers), 404, "account_not_found")
     assert_problem(client.post(DEPOSIT, headers=headers, json={"amount": 1}), 404,
                    "account_not_found")
+
+
+def test_users_from_before_accounts_get_one_at_the_next_start(
+        client: TestClient, api_settings: ApiSettings) -> None:
+    def old_user(session: Session) -> int:
+        user = User(email="early@example.com", password_hash="x", role=Role.USER.value)
+        session.add(user)
+        session.flush()
+        return user.id
+    user_id = database(client).call(old_user)
+    headers = bearer(api_settings, Role.USER, user_id)
+    assert_problem(client.get(ACCOUNT, headers=headers), 404, "account_not_found")
+
+    with TestClient(create_app(api_settings)) as restarted:
+        assert restarted.get(ACCOUNT, headers=headers).json()["cash"] == INITIAL
+        assert [(r["type"], r["amount"]) for r in rows_of(restarted, headers)] == [
+            ("DEPOSIT", INITIAL)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,7 +439,7 @@ def test_concurrent_withdrawals_never_overspend(mysql_database_url: str) -> None
         account = db.call(lambda session: session.get(Account, user_id))
         assert account is not None and account.cash == 0
         assert db.call(service.ledger_total, user_id) == 0
-        assert_ledger_invariant(db)
+        assert_invariants(db)
         rows = db.call(lambda session: session.scalars(select(LedgerEntry.type)).all())
         assert sorted(rows) == ["DEPOSIT"] + ["WITHDRAW"] * 10
     finally:

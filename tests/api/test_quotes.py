@@ -17,25 +17,14 @@ from api.app import create_app
 from api.quotes.cache import QuoteCache
 from api.quotes.schemas import QuoteOut
 from api.settings import ApiSettings
-from relayer.bus import ActiveSubscription, BusNames, Quote, TopicTemplate, format_utc
+from relayer.bus import ActiveSubscription, Quote, TopicTemplate, format_utc
 from relayer.health import HealthReporter, RelayerStats
 from tests.conftest import RedisServer
+from tests.support.quotes import NAMES, make_quote, put
 from tests.support.tokens import bearer
 
-NAMES = BusNames()
 TOPICS = TopicTemplate("/topic/v1/kr/stock/trade/{code}")
 BASE = "/api/v1/trading/realtime"
-
-
-def make_quote(code: str, *, age_s: float = 0.0, price: int = 71200) -> Quote:
-    received = datetime.now(UTC) - timedelta(seconds=age_s)
-    return Quote(
-        code=code, price=price, base=70500, change=price - 70500, change_rate="0.99",
-        change_type="UP", volume=10, cum_volume=1234567, cum_amount=87900000000,
-        trade_type="BUY", trading_strength="112.30", open=70800, high=71500, low=70600,
-        session="REGULAR", exchange="KRX", currency="KRW", ts=format_utc(received),
-        received_at=format_utc(received, millis=True), seq=123,
-    )
 
 
 @pytest.fixture
@@ -48,10 +37,6 @@ def store(redis_server: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture
 def auth(api_settings: ApiSettings) -> dict[str, str]:
     return bearer(api_settings)
-
-
-def put(store: redis.Redis, quote: Quote) -> None:
-    store.set(NAMES.quote(quote.code), quote.to_json())
 
 
 def test_quote_answers_the_relayer_fields_with_its_age(

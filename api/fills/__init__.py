@@ -1,0 +1,1 @@
+"""The fills worker: fills resting limit orders from the tick stream (`python -m api.fills`)."""

@@ -1,0 +1,48 @@
+"""`python -m api.fills`: the fills worker (api.fills.worker), configured like the API from the
+environment (api.settings). SIGTERM or SIGINT stops it after the batch in hand."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+
+from redis import Redis
+
+from api.db import Database, make_engine
+from api.fills.worker import FillsWorker
+from api.market.rules import Costs
+from api.settings import ApiSettings
+from relayer.bus import BusNames
+
+
+def main() -> None:
+    settings = ApiSettings()
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    db = Database(make_engine(settings.database_url, pool_size=2),
+                  deadlock_retries=settings.database_deadlock_retries)
+    # The socket timeout must outlast a blocking read.
+    redis = Redis.from_url(settings.redis_url, socket_timeout=settings.fills_block_ms / 1000 + 5,
+                           socket_connect_timeout=5, health_check_interval=30)
+    worker = FillsWorker(db, redis, BusNames(settings.stocking_ns),
+                         Costs(settings.commission_rate, settings.sell_tax_rate),
+                         group=settings.fills_consumer_group,
+                         batch_size=settings.fills_batch_size, block_ms=settings.fills_block_ms,
+                         idempotency_ttl_s=settings.idempotency_key_ttl_s)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %d: stopping after this batch", signum)
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        worker.run()
+    finally:
+        redis.close()
+        db.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Which resting orders a tick fills, and in what order: pure functions over snapshots.
+
+A tick fills a resting limit order when the trade printed at or through its price (buy: trade
+<= limit; sell: trade >= limit), only if the tick came after the order started resting (its
+stream entry id is above the order's `rests_after`). Orders share the printed volume in price
+priority (the best price first: the highest buy, the lowest sell), then time priority (the
+older order first). Buys and sells are matched separately: each side may take up to the
+printed volume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from api.models import Side
+from api.orders.checks import marketable
+from api.orders.snapshot import stream_id_key
+
+
+@dataclass(frozen=True, slots=True)
+class RestingOrder:
+    """What the worker knows of a live resting order from its last read (the fill transaction
+    checks everything again on the locked row)."""
+
+    id: int
+    user_id: int
+    code: str
+    side: Side
+    price: int
+    rests_after: str
+    checked: bool  # False: the worker has not yet looked back for ticks it may have missed
+
+    def priority(self) -> tuple[int, int]:
+        return (-self.price if self.side is Side.BUY else self.price, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One stream entry: its id and the trade it carries."""
+
+    id: str
+    code: str
+    price: int
+    volume: int
+    seq: int | None
+    ts: str | None
+
+
+def after(entry_id: str, start: str) -> bool:
+    return stream_id_key(entry_id) > stream_id_key(start)
+
+
+def candidates(tick: Tick, orders: Iterable[RestingOrder], side: Side) -> list[RestingOrder]:
+    """The orders of one side this tick may fill, best priority first."""
+    return sorted((o for o in orders
+                   if o.side is side and o.code == tick.code and after(tick.id, o.rests_after)
+                   and marketable(side, o.price, tick.price)),
+                  key=RestingOrder.priority)

@@ -1,0 +1,212 @@
+"""The fills worker's loop: read the relayer's tick stream through a consumer group, fill
+resting limit orders, expire DAY orders at the session close, purge old idempotency keys.
+
+Why a consumer group: Redis remembers what the group has been delivered, and what a consumer
+was delivered but did not acknowledge stays pending for it. A worker that stops (or is killed)
+resumes where it left off: at start it first reads its own pending entries again, then new
+ones. An entry is acknowledged only after every fill it caused is committed. Processing an
+entry twice is harmless: a fill is unique per (order, tick), and the volume a tick has already
+given is counted from the fills before it gives more.
+
+Orders the worker has not seen yet (placed or re-priced while earlier entries were processed)
+are caught up first: the ticks between their `rests_after` and the current batch are read
+again with XRANGE and applied to them alone. So no tick after an order's acceptance is missed,
+whenever the order becomes visible to the worker.
+
+Run exactly one fills worker per namespace (start_services.sh and compose do): two would split
+the stream between them, and a tick's volume could be handed out twice in the race between a
+catch-up and the other worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from redis import Redis
+from redis.exceptions import ResponseError
+
+from api.db import Database
+from api.fills import store
+from api.fills.matching import RestingOrder, Tick, after, candidates
+from api.idempotency import purge
+from api.market.rules import Costs
+from api.models import Side
+from api.orders import service as order_service
+from api.orders.snapshot import stream_id_key
+from relayer.bus import STREAM_QUOTE_FIELD, BusNames
+
+logger = logging.getLogger(__name__)
+
+CONSUMER = "fills-worker"
+EXPIRY_INTERVAL_S = 1.0
+PURGE_INTERVAL_S = 600.0
+
+# Stream entries as redis-py returns them; the fields are None for a pending entry that was
+# trimmed from the stream before it was processed again.
+Fields = dict[bytes | str, bytes | str]
+Entries = list[tuple[bytes | str, Fields | None]]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def parse_tick(entry_id: bytes | str, fields: Fields | None) -> Tick | None:
+    """The trade in one stream entry; None (logged) for an entry we cannot read."""
+    if fields is None:
+        logger.warning("tick %s was trimmed from the stream before it was processed",
+                       _text(entry_id))
+        return None
+    raw = fields.get(STREAM_QUOTE_FIELD.encode()) or fields.get(STREAM_QUOTE_FIELD)
+    try:
+        quote = orjson.loads(raw) if raw is not None else None
+    except orjson.JSONDecodeError:
+        quote = None
+    if not isinstance(quote, dict):
+        logger.warning("skipping unreadable tick %s", _text(entry_id))
+        return None
+    code, price, volume = quote.get("code"), quote.get("price"), quote.get("volume")
+    if not (isinstance(code, str) and isinstance(price, int) and isinstance(volume, int)
+            and price > 0 and volume > 0):
+        logger.warning("skipping tick %s without code, price or volume", _text(entry_id))
+        return None
+    seq = quote.get("seq")
+    ts = quote.get("ts")
+    return Tick(id=_text(entry_id), code=code, price=price, volume=volume,
+                seq=seq if isinstance(seq, int) else None,
+                ts=ts if isinstance(ts, str) else None)
+
+
+class FillsWorker:
+    def __init__(self, db: Database, redis: Redis, names: BusNames, costs: Costs, *,
+                 group: str, batch_size: int, block_ms: int, idempotency_ttl_s: int) -> None:
+        self.db = db
+        self.redis = redis
+        self.stream = names.tick_stream
+        self.costs = costs
+        self.group = group
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.idempotency_ttl = timedelta(seconds=idempotency_ttl_s)
+        self.stopping = threading.Event()
+        self.fills_total = 0
+        self._next_expiry = 0.0
+        self._next_purge = 0.0
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def ensure_group(self) -> None:
+        """Create the consumer group at the start of the stream, so a first run also sees the
+        ticks already stored (orders only take ticks after their acceptance)."""
+        try:
+            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            logger.info("created consumer group %s on %s", self.group, self.stream)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def run(self) -> None:
+        self.ensure_group()
+        logger.info("fills worker reading %s as %s/%s", self.stream, self.group, CONSUMER)
+        self.drain_pending()
+        while not self.stopping.is_set():
+            caught_up = self.step()
+            if caught_up:
+                self.housekeeping()
+
+    def drain_pending(self) -> None:
+        """Process what this consumer was given before a stop and never acknowledged."""
+        while not self.stopping.is_set():
+            entries = self._read("0", block=False)
+            if not entries:
+                return
+            logger.info("processing %d pending tick(s) again", len(entries))
+            self.process(entries)
+
+    def step(self) -> bool:
+        """Read and process one batch of new ticks; True if the worker is caught up."""
+        entries = self._read(">", block=True)
+        if entries:
+            self.process(entries)
+        return len(entries) < self.batch_size
+
+    def _read(self, start: str, *, block: bool) -> Entries:
+        answer: Any = self.redis.xreadgroup(self.group, CONSUMER, {self.stream: start},
+                                       count=self.batch_size,
+                                       block=self.block_ms if block else None)
+        if not answer:
+            return []
+        entries: Entries = answer[0][1]
+        return entries
+
+    # --- one batch -----------------------------------------------------------------------------
+
+    def process(self, entries: Entries) -> None:
+        ticks = [tick for tick in (parse_tick(i, f) for i, f in entries) if tick is not None]
+        first_id, last_id = _text(entries[0][0]), _text(entries[-1][0])
+        resting = self.db.call(store.resting_orders, {tick.code for tick in ticks})
+        unchecked = [order for order in resting if not order.checked]
+        if unchecked:
+            self.catch_up(unchecked, before=first_id)
+        for tick in ticks:
+            self.apply(tick, resting)
+        if unchecked:
+            self.db.call(store.mark_checked, [order.id for order in unchecked], last_id)
+        self.redis.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
+
+    def catch_up(self, orders: list[RestingOrder], *, before: str) -> None:
+        """Apply to newly seen orders the ticks between their acceptance and this batch."""
+        start = min((order.rests_after for order in orders), key=stream_id_key)
+        if not after(before, start):
+            return
+        entries: Any = self.redis.xrange(self.stream, min=f"({start}", max=f"({before}")
+        for tick in (parse_tick(i, f) for i, f in entries):
+            if tick is not None:
+                self.apply(tick, orders)
+
+    def apply(self, tick: Tick, orders: Iterable[RestingOrder]) -> None:
+        for side in (Side.BUY, Side.SELL):
+            matched = candidates(tick, orders, side)
+            if not matched:
+                continue
+            volume_left = tick.volume - self.db.call(store.volume_taken, tick.id, side)
+            for order in matched:
+                if volume_left <= 0:
+                    break
+                filled = self.db.call_retrying(store.fill_from_tick, order, tick, volume_left,
+                                               self.costs)
+                if filled:
+                    self.fills_total += 1
+                    logger.info("filled order %d: %d @ %d (tick %s)", order.id, filled,
+                                order.price, tick.id)
+                volume_left -= filled
+
+    # --- housekeeping --------------------------------------------------------------------------
+
+    def housekeeping(self) -> None:
+        """Work that must not run ahead of the stream: a DAY order expires only once the
+        worker has processed the ticks that printed before its close."""
+        now = time.monotonic()
+        if now >= self._next_expiry:
+            self._next_expiry = now + EXPIRY_INTERVAL_S
+            self.expire_due(datetime.now(UTC))
+        if now >= self._next_purge:
+            self._next_purge = now + PURGE_INTERVAL_S
+            purged = self.db.call(purge, datetime.now(UTC) - self.idempotency_ttl)
+            if purged:
+                logger.info("purged %d idempotency key(s)", purged)
+
+    def expire_due(self, now: datetime) -> int:
+        expired = 0
+        for order_id, user_id in self.db.call(store.due_for_expiry, now):
+            if self.db.call_retrying(order_service.expire, order_id, user_id, now):
+                expired += 1
+        if expired:
+            logger.info("expired %d DAY order(s) at the session close", expired)
+        return expired

@@ -1,0 +1,1 @@
+"""Virtual orders: placement, execution, cancel and modify, and their HTTP routes."""

@@ -1,0 +1,1 @@
+"""The account summary and the portfolio: positions valued at live quotes, and P&L."""

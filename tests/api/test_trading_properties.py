@@ -1,0 +1,171 @@
+"""A stateful property test of the money invariants: Hypothesis drives random sequences of
+deposits, withdrawals, market and limit orders, fills from ticks, cancels, modifications and
+expiries through the real services on the real database (MariaDB when reachable), and after
+every step the invariants of tests/support/invariants.py must hold. Refusals are expected
+(a sell without shares, a buy without cash); a refusal must change nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from itertools import count
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from sqlalchemy.orm import Session
+
+from api.db import Database, make_engine
+from api.errors import ApiError
+from api.fills import store
+from api.fills.matching import Tick, candidates
+from api.ledger import service as ledger
+from api.market.rules import Costs, PriceBand
+from api.models import OrderType, Role, Side, TimeInForce, User
+from api.orders import checks
+from api.orders import service as orders
+from api.orders.checks import OrderRequest
+from api.orders.snapshot import MarketSnapshot
+from tests.support.invariants import check_ledger, check_trading
+from tests.support.quotes import make_quote
+
+CODE = "A005930"
+BASE = 70_500
+BAND = PriceBand.around(BASE)
+RULES = orders.TradingRules(Costs(Decimal("0.00015"), Decimal("0.0020")),
+                            datetime.min.time().replace(hour=15, minute=30), 1_000_000)
+# Prices on the grid (ticks of 100 at this level), mostly near the last trade so that limit
+# orders and trades cross often, sometimes anywhere in today's band.
+PRICES = (st.integers(695, 715).map(lambda n: n * 100)
+          | st.integers(-(-BAND.lower // 100), BAND.upper // 100).map(lambda n: n * 100))
+_emails = count()
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    from tests.support.databases import (
+        fresh_mysql_database,
+        fresh_sqlite_database,
+        mysql_unreachable_reason,
+    )
+    if mysql_unreachable_reason() is None:
+        with fresh_mysql_database() as url:
+            database = Database(make_engine(url))
+            yield database
+            database.dispose()
+    else:
+        with fresh_sqlite_database(tmp_path_factory.mktemp("props")) as url:
+            database = Database(make_engine(url))
+            yield database
+            database.dispose()
+
+
+class Trading(RuleBasedStateMachine):
+    database: Database
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.user_id = 0
+        self.stream_ms = int(datetime.now(UTC).timestamp() * 1000)
+        self.last_id = "0-0"
+        self.seq = 0
+        self.order_ids: list[int] = []
+
+    def snapshot(self, price: int) -> MarketSnapshot:
+        return MarketSnapshot(CODE, make_quote(CODE, price=price, base=BASE, seq=self.seq), 0.0,
+                              self.last_id)
+
+    def attempt(self, fn: object, *args: object, **kwargs: object) -> object:
+        try:
+            return self.database.call(fn, *args, **kwargs)  # type: ignore[arg-type]
+        except ApiError:
+            return None  # refused: the transaction rolled back, nothing changed
+
+    @initialize(cash=st.integers(3_000_000, 20_000_000))
+    def open_account(self, cash: int) -> None:
+        def make(session: Session) -> int:
+            user = User(email=f"prop{next(_emails)}@example.com", password_hash="x",
+                        role=Role.USER.value)
+            session.add(user)
+            session.flush()
+            ledger.open_account(session, user.id, cash)
+            return user.id
+        self.user_id = self.database.call(make)
+
+    @rule(amount=st.integers(1, 3_000_000))
+    def deposit(self, amount: int) -> None:
+        self.attempt(ledger.deposit, self.user_id, amount, max_krw=10**9)
+
+    @rule(amount=st.integers(1, 3_000_000))
+    def withdraw(self, amount: int) -> None:
+        self.attempt(ledger.withdraw, self.user_id, amount, max_krw=10**9)
+
+    @rule(side=st.sampled_from(Side), quantity=st.integers(1, 40), last=PRICES,
+          limit=st.none() | PRICES,
+          tif=st.sampled_from(TimeInForce), volume=st.integers(1, 50))
+    def place(self, side: Side, quantity: int, last: int, limit: int | None,
+              tif: TimeInForce, volume: int) -> None:
+        self.seq += 1
+        snapshot = MarketSnapshot(CODE, make_quote(CODE, price=last, base=BASE, seq=self.seq,
+                                                   volume=volume), 0.0, self.last_id)
+        request = OrderRequest(CODE, side, OrderType.MARKET if limit is None else
+                               OrderType.LIMIT, quantity, limit, tif, None)
+        try:
+            band = checks.validate(request, snapshot, quote_max_age_s=10, max_quantity=10**6)
+        except ApiError:
+            return  # refused before any SQL (a market order with a limit price, ...)
+        placed = self.attempt(orders.place, self.user_id, request, snapshot, band, RULES)
+        if placed is not None:
+            self.order_ids.append(placed.id)  # type: ignore[attr-defined]
+
+    @rule(price=PRICES, volume=st.integers(1, 30))
+    def trade_prints(self, price: int, volume: int) -> None:
+        """A tick reaches the resting orders, as the fills worker hands it out."""
+        self.stream_ms += 1
+        self.seq += 1
+        self.last_id = f"{self.stream_ms}-0"
+        tick = Tick(self.last_id, CODE, price, volume, self.seq, None)
+        # This example's orders only: earlier examples' users share the database.
+        resting = [order for order in self.database.call(store.resting_orders, {CODE})
+                   if order.user_id == self.user_id]
+        for side in (Side.BUY, Side.SELL):
+            left = volume
+            for order in candidates(tick, resting, side):
+                left -= self.database.call(store.fill_from_tick, order, tick, left, RULES.costs)
+                if left <= 0:
+                    break
+
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        if self.order_ids:
+            self.attempt(orders.cancel, self.user_id, data.draw(st.sampled_from(self.order_ids)))
+
+    @rule(data=st.data(), price=st.none() | PRICES, quantity=st.none() | st.integers(1, 60))
+    def modify(self, data: st.DataObject, price: int | None, quantity: int | None) -> None:
+        if self.order_ids and (price is not None or quantity is not None):
+            self.attempt(orders.modify, self.user_id,
+                         data.draw(st.sampled_from(self.order_ids)), price=price,
+                         quantity=quantity, snapshot=self.snapshot(BASE), rules=RULES)
+
+    @rule()
+    def session_closes(self) -> None:
+        later = datetime.now(UTC) + timedelta(days=2)
+        for order_id, user_id in self.database.call(store.due_for_expiry, later):
+            if user_id == self.user_id:
+                self.database.call(orders.expire, order_id, user_id, later)
+
+    @invariant()
+    def money_adds_up(self) -> None:
+        if self.user_id:
+            self.database.call(check_ledger, self.user_id)
+            self.database.call(check_trading, self.user_id)
+
+
+def test_money_invariants_hold_in_any_sequence_of_operations(db: Database) -> None:
+    Trading.database = db
+    run = Trading.TestCase
+    run.settings = settings(max_examples=40, stateful_step_count=30, deadline=None,
+                            suppress_health_check=[HealthCheck.too_slow])
+    run().runTest()
