@@ -14,8 +14,9 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Header
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -23,6 +24,12 @@ from api.errors import Unprocessable
 from api.models import IdempotencyKey
 
 MAX_KEY_LENGTH = 128
+
+# The optional header of every POST that moves money or creates an order.
+IdempotencyKeyHeader = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=MAX_KEY_LENGTH,
+    description="repeat a request with the same key to get the same answer, not a second "
+                "effect (keys are per user, kept at least 24 h)")]
 
 
 def fingerprint(method: str, path: str, body: dict[str, Any]) -> str:

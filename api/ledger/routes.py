@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
 from api import idempotency
 from api.auth.deps import CurrentUser
 from api.deps import DatabaseDep, SettingsDep
+from api.idempotency import IdempotencyKeyHeader
 from api.ledger import service
 from api.ledger.schemas import (
     AmountRequest,
@@ -48,10 +49,6 @@ def _move_cash(session: Session, move: Move, path: str, user_id: int, amount: in
         .model_dump(mode="json"))
 
 
-IdempotencyKeyHeader = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=idempotency.MAX_KEY_LENGTH,
-    description="repeat a request with the same key to get the same answer, not a second "
-                "effect")]
 
 
 @router.post("/account/deposit", responses=problems({

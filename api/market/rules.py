@@ -1,4 +1,5 @@
-"""The rules of the virtual market (DESIGN.md section 4), as pure functions of integers.
+"""The rules of the virtual market (DESIGN.md section 4), as pure functions of integers. The
+KRX price grid and limits themselves are relayer.krx, shared with the simulator.
 
 Prices and amounts are whole KRW. Rates are `Decimal`, so that 0.015% is exactly 0.00015 and no
 float ever touches money. Every rounding rule lives here, and docs/TRADING.md states each one.
@@ -10,51 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 from decimal import ROUND_FLOOR, Decimal
 
+from relayer.krx import price_limits
+
 # Korea has no daylight saving time: KST is always UTC+9.
 KST = timezone(timedelta(hours=9), "KST")
 
-# KRX tick sizes: (price from which the tick applies, tick), highest band first.
-_TICKS: tuple[tuple[int, int], ...] = (
-    (500_000, 1_000),
-    (200_000, 500),
-    (50_000, 100),
-    (20_000, 50),
-    (5_000, 10),
-    (2_000, 5),
-    (0, 1),
-)
-# Daily price limits: the reference price (`base`) plus or minus 30%.
-LIMIT_NUMERATOR, LIMIT_DENOMINATOR = 3, 10
-
-
-def tick_size(price: int) -> int:
-    """The KRX tick for a price: 1 below 2,000 ... 1,000 from 500,000 up."""
-    for floor, tick in _TICKS:
-        if price >= floor:
-            return tick
-    raise ValueError(f"a price is not negative: {price}")
-
-
-def is_on_tick(price: int) -> bool:
-    return price > 0 and price % tick_size(price) == 0
-
-
-def floor_to_tick(price: int) -> int:
-    """The highest valid price at or below `price`."""
-    return price - price % tick_size(price)
-
-
-def ceil_to_tick(price: int) -> int:
-    """The lowest valid price at or above `price`. The band boundaries (2,000, 5,000, ...) are
-    multiples of every smaller tick, so rounding up never lands off the grid."""
-    remainder = price % tick_size(price)
-    return price if remainder == 0 else price + tick_size(price) - remainder
-
-
 @dataclass(frozen=True, slots=True)
 class PriceBand:
-    """The prices an order may carry today: within 30% of the reference price, on the grid.
-    The upper limit rounds down and the lower limit rounds up, so both stay inside 30%."""
+    """The prices an order may carry today: within 30% of the reference price, on the grid
+    (relayer.krx: the simulator prints within the same limits)."""
 
     lower: int
     upper: int
@@ -63,9 +28,7 @@ class PriceBand:
     def around(cls, base: int) -> PriceBand:
         if base <= 0:
             raise ValueError(f"a reference price is positive: {base}")
-        swing = base * LIMIT_NUMERATOR
-        upper = floor_to_tick(base + swing // LIMIT_DENOMINATOR)
-        lower = ceil_to_tick(max(base - swing // LIMIT_DENOMINATOR, 1))
+        lower, upper = price_limits(base)
         return cls(lower=lower, upper=upper)
 
     def __contains__(self, price: object) -> bool:

@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from api.errors import Unprocessable
-from api.market.rules import PriceBand, is_on_tick, tick_size
+from api.market.rules import PriceBand
 from api.models import OrderType, Side, TimeInForce
 from api.orders.snapshot import MarketSnapshot
 from relayer.bus import Quote
+from relayer.krx import is_on_grid, tick_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ def require_fresh_quote(snapshot: MarketSnapshot, max_age_s: float) -> Quote:
 
 def check_limit_price(price: int, band: PriceBand) -> None:
     """On the KRX tick grid and within today's +/-30% band."""
-    if not is_on_tick(price):
+    if not is_on_grid(price):
         tick = tick_size(price)
         raise Unprocessable(
             f"{price} KRW is not a valid price: at this level prices move in steps of {tick} "

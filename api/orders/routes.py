@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
 from api import idempotency
 from api.auth.deps import CurrentUser
 from api.deps import ResourcesDep
+from api.idempotency import IdempotencyKeyHeader
 from api.ledger.service import lock_account
 from api.market.rules import Costs, PriceBand
 from api.models import Order, OrderStatus
@@ -36,10 +37,6 @@ router = APIRouter(tags=["orders"])
 
 ORDERS_PATH = "/api/v1/orders"
 
-IdempotencyKeyHeader = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=idempotency.MAX_KEY_LENGTH,
-    description="repeat a request with the same key to get the same answer, not a second "
-                "order")]
 
 _REFUSALS = ("`validation_error`, `invalid_code`, `price_required`, `price_not_allowed`, "
              "`quantity_over_limit`, `invalid_tick_size`, `price_out_of_band`, `no_quote`, "
@@ -54,10 +51,8 @@ def trading_rules(resources: Resources) -> service.TradingRules:
         max_quantity=settings.order_max_quantity)
 
 
-def _detail(session: Session, order_id: int) -> dict[str, Any]:
-    order = session.get_one(Order, order_id)
-    return OrderDetailOut.with_fills(order, service.fills_of(session, order.id)).model_dump(
-        mode="json")
+def _detail(session: Session, order: Order) -> OrderDetailOut:
+    return OrderDetailOut.with_fills(order, service.fills_of(session, order.id))
 
 
 def _place(session: Session, user_id: int, request: OrderRequest, snapshot: MarketSnapshot,
@@ -65,7 +60,8 @@ def _place(session: Session, user_id: int, request: OrderRequest, snapshot: Mark
            fingerprint: str) -> dict[str, Any]:
     lock_account(session, user_id)
     return idempotency.once(session, user_id, key, fingerprint, lambda: _detail(
-        session, service.place(session, user_id, request, snapshot, band, rules).id))
+        session, service.place(session, user_id, request, snapshot, band, rules))
+        .model_dump(mode="json"))
 
 
 @router.post("/orders", status_code=201, responses=problems({
@@ -126,7 +122,7 @@ async def list_orders(
 
 
 def _get(session: Session, user_id: int, order_id: int) -> OrderDetailOut:
-    return OrderDetailOut.with_fills(*service.get(session, user_id, order_id))
+    return _detail(session, service.get(session, user_id, order_id))
 
 
 @router.get("/orders/{order_id}", responses=problems({404: "`order_not_found`"}))
@@ -137,8 +133,7 @@ async def get_order(order_id: int, principal: CurrentUser,
 
 
 def _cancel(session: Session, user_id: int, order_id: int) -> OrderDetailOut:
-    order = service.cancel(session, user_id, order_id)
-    return OrderDetailOut.with_fills(order, service.fills_of(session, order.id))
+    return _detail(session, service.cancel(session, user_id, order_id))
 
 
 @router.delete("/orders/{order_id}", responses=problems({
@@ -153,13 +148,13 @@ async def cancel_order(order_id: int, principal: CurrentUser,
 
 def _modify(session: Session, user_id: int, order_id: int, body: OrderModify,
             snapshot: MarketSnapshot, rules: service.TradingRules) -> OrderDetailOut:
-    order = service.modify(session, user_id, order_id, price=body.price,
-                           quantity=body.quantity, snapshot=snapshot, rules=rules)
-    return OrderDetailOut.with_fills(order, service.fills_of(session, order.id))
+    return _detail(session, service.modify(session, user_id, order_id, price=body.price,
+                                           quantity=body.quantity, snapshot=snapshot,
+                                           rules=rules))
 
 
 def _code_of(session: Session, user_id: int, order_id: int) -> str:
-    return service.get(session, user_id, order_id)[0].code
+    return service.get(session, user_id, order_id).code
 
 
 @router.patch("/orders/{order_id}", responses=problems({

@@ -8,7 +8,7 @@ anything is written, or rolls back with its transaction: a refusal changes nothi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -110,7 +110,7 @@ def place(session: Session, user_id: int, request: OrderRequest, snapshot: Marke
         price=request.price, status=OrderStatus.OPEN.value, filled_quantity=0,
         filled_value=0, held_cash=0,
         rests_after=snapshot.stream_last_id if resting else None,
-        expires_at=(session_close_after(now, rules.market_close_kst)
+        expires_at=(session_close_after(now, rules.market_close_kst).astimezone(UTC)
                     if resting and request.time_in_force is TimeInForce.DAY else None),
         created_at=now, updated_at=now)
     session.add(order)
@@ -170,9 +170,9 @@ def fills_of(session: Session, order_id: int) -> list[Fill]:
                                 .order_by(Fill.id)))
 
 
-def get(session: Session, user_id: int, order_id: int) -> tuple[Order, list[Fill]]:
-    order = _own_order(session, user_id, order_id, lock=False)
-    return order, fills_of(session, order.id)
+def get(session: Session, user_id: int, order_id: int) -> Order:
+    """The user's order; 404 `order_not_found` if it is not theirs."""
+    return _own_order(session, user_id, order_id, lock=False)
 
 
 def _require_live(order: Order, action: str) -> None:

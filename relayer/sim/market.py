@@ -16,19 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from relayer.bus import INSTRUMENT_CODE, format_utc
-
-# KRX tick sizes (호가가격단위, KOSPI/KOSDAQ since 2023): (band lower bound, tick), highest first.
-# Every bound is a multiple of the tick of its band and of the band below, which is what keeps
-# snapping and single-tick steps on the grid across band boundaries.
-_TICK_BANDS: tuple[tuple[int, int], ...] = (
-    (500_000, 1_000),
-    (200_000, 500),
-    (50_000, 100),
-    (20_000, 50),
-    (5_000, 10),
-    (2_000, 5),
-    (0, 1),
-)
+from relayer.krx import price_limits, snap_down, tick_size
 
 # Approximate reference prices (previous closes, KRW) of well-known KRX listings; each on the grid.
 REFERENCE_PRICES: dict[str, int] = {
@@ -68,7 +56,6 @@ REFERENCE_PRICES: dict[str, int] = {
 
 SYNTHETIC_MIN_PRICE = 1_000
 SYNTHETIC_MAX_PRICE = 300_000
-LIMIT_PERCENT = 30
 
 # Trade quantity: log-normal around a typical order value, so a 1,000,000-won stock trades in
 # ones and twos while a 2,000-won stock trades in hundreds, with the odd block trade.
@@ -81,36 +68,6 @@ _STEP_WEIGHTS = ((0, 50), (1, 35), (2, 10), (3, 5))
 _REVERSION = 1.5
 _MAX_BIAS = 0.2
 _STRENGTH_CAP = 999.99  # reported while nobody has sold yet (buy / 0 is undefined)
-
-
-def tick_size(price: int) -> int:
-    """The KRX tick size for a price level."""
-    for bound, tick in _TICK_BANDS:
-        if price >= bound:
-            return tick
-    return 1
-
-
-def is_on_grid(price: int) -> bool:
-    return price > 0 and price % tick_size(price) == 0
-
-
-def snap_down(price: int) -> int:
-    """The highest grid price <= price."""
-    return price - price % tick_size(price)
-
-
-def snap_up(price: int) -> int:
-    """The lowest grid price >= price."""
-    remainder = price % tick_size(price)
-    return price + tick_size(price) - remainder if remainder else price
-
-
-def price_limits(base: int) -> tuple[int, int]:
-    """(lower, upper) daily limit for a reference price: +/-30%, rounded inwards to the grid."""
-    upper = snap_down(base * (100 + LIMIT_PERCENT) // 100)
-    lower = snap_up(-(-base * (100 - LIMIT_PERCENT) // 100))  # ceil without floats
-    return lower, upper
 
 
 def reference_price(code: str) -> int:

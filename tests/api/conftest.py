@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
@@ -46,3 +47,11 @@ def api_settings(redis_server: RedisServer, database_url: str) -> ApiSettings:
 def client(api_settings: ApiSettings) -> Iterator[TestClient]:
     with TestClient(create_app(api_settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def store(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the test's private Redis, to write what the relayer would."""
+    client = redis_server.client()
+    yield client
+    client.close()

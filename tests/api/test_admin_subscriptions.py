@@ -43,11 +43,6 @@ def admin(api_settings: ApiSettings) -> dict[str, str]:
     return bearer(api_settings, Role.ADMIN, ADMIN_ID)
 
 
-@pytest.fixture
-def store(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    yield client
-    client.close()
 
 
 def write_fresh_health(store: redis.Redis) -> None:

@@ -19,7 +19,6 @@ import httpx
 import jwt
 import pytest
 from argon2 import PasswordHasher
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from jwt.warnings import InsecureKeyLengthWarning
 from pydantic import SecretStr
@@ -29,18 +28,17 @@ from sqlalchemy.orm import Session
 from api.app import create_app
 from api.auth.service import ensure_admin_account
 from api.auth.tokens import Principal, TokenType, issue
-from api.db import Database
 from api.models import Account, LedgerEntry, Role, User
 from api.resources import Resources
 from api.settings import ApiSettings
 from relayer.bus import BusNames
 from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, TEST_JWT_KEY
 from tests.conftest import RedisServer
+from tests.support.api import assert_problem, database
 
 PASSWORD = "alice-password-0001"
 ME = "/api/v1/users/me"
 ADMIN_ROUTE = "/api/v1/admin/websocket/subscriptions"  # any AdminUser route would do
-PROBLEM_JSON = "application/problem+json"
 
 MakeClient = Callable[..., TestClient]
 
@@ -72,11 +70,6 @@ def claims_of(token: str) -> dict[str, Any]:
     return decoded
 
 
-def database(client: TestClient) -> Database:
-    app = client.app
-    assert isinstance(app, FastAPI)
-    db: Database = app.state.resources.db
-    return db
 
 
 def user_row(client: TestClient, email: str) -> User | None:
@@ -89,14 +82,6 @@ def set_role(client: TestClient, email: str, role: Role) -> None:
         update(User).where(User.email == email).values(role=role.value)))
 
 
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_JSON
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code, body
-    assert body["status"] == status
-    assert isinstance(body["detail"], str) and body["detail"]
-    return body
 
 
 @pytest.fixture

@@ -27,27 +27,14 @@ from api.market.rules import Costs
 from api.models import Fill, Order
 from api.settings import ApiSettings
 from relayer.bus import BusNames
-from tests.api.test_orders import (
-    CODE,
-    INITIAL,
-    account,
-    database,
-    ledger,
-    new_user,
-    placed,
-)
-from tests.conftest import RedisServer
+from tests.api.test_orders import CODE, INITIAL, account, ledger, placed
+from tests.support.api import database, new_user
 from tests.support.invariants import assert_invariants
 from tests.support.quotes import NAMES, make_quote, publish_ticks, put
 
 COSTS = Costs(Decimal("0.00015"), Decimal("0.0020"))
 
 
-@pytest.fixture
-def store(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from contextlib import ExitStack
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -30,6 +29,7 @@ from api.market.rules import KST
 from api.models import Account, LedgerEntry, LedgerType, Role, User
 from api.settings import ApiSettings
 from tests.conftest import RedisServer
+from tests.support.api import assert_problem, database, new_user
 from tests.support.invariants import assert_invariants
 from tests.support.quotes import make_quote, put
 from tests.support.tokens import bearer
@@ -38,7 +38,6 @@ ACCOUNT = "/api/v1/account"
 DEPOSIT = "/api/v1/account/deposit"
 WITHDRAW = "/api/v1/account/withdraw"
 TRANSACTIONS = "/api/v1/transactions"
-PROBLEM_JSON = "application/problem+json"
 INITIAL = 10_000_000
 
 MakeClient = Callable[..., tuple[TestClient, dict[str, str]]]
@@ -48,11 +47,6 @@ MakeClient = Callable[..., tuple[TestClient, dict[str, str]]]
 # Helpers
 
 
-def database(client: TestClient) -> Database:
-    app = client.app
-    assert isinstance(app, FastAPI)
-    db: Database = app.state.resources.db
-    return db
 
 
 def database_settings(client: TestClient) -> ApiSettings:
@@ -71,11 +65,6 @@ def _ledger_invariant(request: pytest.FixtureRequest) -> Iterator[None]:
         assert_invariants(database(client))
 
 
-def new_user(client: TestClient, settings: ApiSettings, email: str) -> dict[str, str]:
-    response = client.post("/api/v1/auth/register",
-                           json={"email": email, "password": "ledger-password-01"})
-    assert response.status_code == 201, response.text
-    return bearer(settings, Role.USER, response.json()["id"])
 
 
 @pytest.fixture
@@ -90,12 +79,6 @@ def rows_of(client: TestClient, headers: dict[str, str]) -> list[dict[str, Any]]
     return items
 
 
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_JSON
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code, body
-    return body
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,22 +15,18 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from api.db import Database
-from api.models import Order, Role
+from api.models import Order
 from api.settings import ApiSettings
-from tests.conftest import RedisServer
+from tests.support.api import assert_problem, database, new_user
 from tests.support.invariants import assert_invariants
 from tests.support.quotes import make_quote, put
-from tests.support.tokens import bearer
 
 ORDERS = "/api/v1/orders"
 ACCOUNT = "/api/v1/account"
 PORTFOLIO = "/api/v1/portfolio"
-PROBLEM_JSON = "application/problem+json"
 INITIAL = 10_000_000
 CODE = "A005930"
 # make_quote's reference price is 70,500: today's band is 49,350 (ticks of 50 below 50,000)
@@ -38,11 +34,6 @@ CODE = "A005930"
 LOWER, UPPER = 49_350, 91_600
 
 
-def database(client: TestClient) -> Database:
-    app = client.app
-    assert isinstance(app, FastAPI)
-    db: Database = app.state.resources.db
-    return db
 
 
 @pytest.fixture(autouse=True)
@@ -53,18 +44,8 @@ def _invariants(request: pytest.FixtureRequest) -> Iterator[None]:
         assert_invariants(database(client))
 
 
-@pytest.fixture
-def store(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    yield client
-    client.close()
 
 
-def new_user(client: TestClient, settings: ApiSettings, email: str) -> dict[str, str]:
-    response = client.post("/api/v1/auth/register",
-                           json={"email": email, "password": "orders-password-01"})
-    assert response.status_code == 201, response.text
-    return bearer(settings, Role.USER, response.json()["id"])
 
 
 @pytest.fixture
@@ -83,12 +64,6 @@ def placed(client: TestClient, headers: dict[str, str], **body: Any) -> dict[str
     return answer
 
 
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_JSON
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code, body
-    return body
 
 
 def account(client: TestClient, headers: dict[str, str]) -> dict[str, Any]:

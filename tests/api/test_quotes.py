@@ -4,7 +4,6 @@ writes them (relayer.bus codecs, relayer.health's reporter)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -27,11 +26,6 @@ TOPICS = TopicTemplate("/topic/v1/kr/stock/trade/{code}")
 BASE = "/api/v1/trading/realtime"
 
 
-@pytest.fixture
-def store(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -12,18 +12,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 import redis
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.app import create_app
 from api.db import Database, make_engine
-from api.errors import Unprocessable
+from api.errors import PROBLEM_JSON, Unprocessable
 from api.ledger.service import open_account
 from api.models import Role, User, WatchlistItem
 from api.quotes.schemas import QuoteOut
@@ -31,10 +29,10 @@ from api.settings import ApiSettings
 from api.watchlists import service
 from relayer.bus import Quote
 from tests.conftest import RedisServer
+from tests.support.api import assert_problem, database
 from tests.support.quotes import NAMES, make_quote, put
 
 WATCHLISTS = "/api/v1/watchlists"
-PROBLEM_JSON = "application/problem+json"
 
 Headers = dict[str, str]
 PutQuote = Callable[..., Quote]
@@ -78,19 +76,8 @@ def put_quote(redis_server: RedisServer) -> Iterator[PutQuote]:
     store.close()
 
 
-def database(client: TestClient) -> Database:
-    app = client.app
-    assert isinstance(app, FastAPI)
-    db: Database = app.state.resources.db
-    return db
 
 
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_JSON
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code, body
-    return body
 
 
 def create(client: TestClient, headers: Headers, name: str,

@@ -7,18 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from relayer.sim.market import (
-    REFERENCE_PRICES,
-    Market,
-    is_on_grid,
-    price_limits,
-    reference_price,
-    snap_down,
-    snap_up,
-    step_down,
-    step_up,
-    tick_size,
-)
+from relayer.krx import is_on_grid, price_limits, snap_down, snap_up, tick_size
+from relayer.sim.market import REFERENCE_PRICES, Market, reference_price, step_down, step_up
 
 NOW = datetime(2025, 7, 24, 6, 56, 4, tzinfo=UTC)
 TOSS_KEYS = {

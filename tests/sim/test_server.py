@@ -14,8 +14,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.typing import Subprotocol
 
+from relayer.krx import is_on_grid, price_limits
 from relayer.sim import SimServer
-from relayer.sim.market import REFERENCE_PRICES, is_on_grid, price_limits
+from relayer.sim.market import REFERENCE_PRICES
 from relayer.stomp import Frame, FrameParser, encode_frame
 from relayer.toss import parse_toss_tick
 

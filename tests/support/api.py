@@ -1,0 +1,40 @@
+"""Helpers for tests that talk to the app through HTTP (FastAPI's TestClient)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from api.db import Database
+from api.errors import PROBLEM_JSON
+from api.models import Role
+from api.settings import ApiSettings
+from tests.support.tokens import bearer
+
+
+def database(client: TestClient) -> Database:
+    """The app's own database handle, for checks behind the API."""
+    app = client.app
+    assert isinstance(app, FastAPI)
+    db: Database = app.state.resources.db
+    return db
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is an application/problem+json of this status and stable code."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code, body
+    return body
+
+
+def new_user(client: TestClient, settings: ApiSettings, email: str) -> dict[str, str]:
+    """Register a user through the API (which opens its cash account); its bearer header."""
+    response = client.post("/api/v1/auth/register",
+                           json={"email": email, "password": "test-password-0001"})
+    assert response.status_code == 201, response.text
+    return bearer(settings, Role.USER, response.json()["id"])
