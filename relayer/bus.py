@@ -92,6 +92,11 @@ class BusNames:
         return f"{self.ns}:relayer:health"
 
     @property
+    def fills_health(self) -> str:
+        """Hash with the fills worker's heartbeat (api.fills), refreshed every second, short TTL."""
+        return f"{self.ns}:fills:health"
+
+    @property
     def relayer_leader(self) -> str:
         """Lease string: only its holder holds the upstream connection."""
         return f"{self.ns}:relayer:leader"

@@ -21,6 +21,7 @@ catch-up and the other worker.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ from typing import Any
 import orjson
 from redis import Redis
 from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
 
 from api.db import Database
 from api.fills import store
@@ -39,11 +41,13 @@ from api.market.rules import Costs
 from api.models import Side
 from api.orders import service as order_service
 from api.orders.snapshot import stream_id_key
-from relayer.bus import STREAM_QUOTE_FIELD, BusNames
+from relayer.bus import STREAM_QUOTE_FIELD, BusNames, format_utc
 
 logger = logging.getLogger(__name__)
 
 CONSUMER = "fills-worker"
+HEALTH_INTERVAL_S = 1.0
+HEALTH_TTL_S = 5
 EXPIRY_INTERVAL_S = 1.0
 PURGE_INTERVAL_S = 600.0
 
@@ -89,6 +93,7 @@ class FillsWorker:
         self.db = db
         self.redis = redis
         self.stream = names.tick_stream
+        self.health_key = names.fills_health
         self.costs = costs
         self.group = group
         self.batch_size = batch_size
@@ -96,6 +101,9 @@ class FillsWorker:
         self.idempotency_ttl = timedelta(seconds=idempotency_ttl_s)
         self.stopping = threading.Event()
         self.fills_total = 0
+        self.expired_total = 0
+        self.last_entry_id: str | None = None
+        self._next_health = 0.0
         self._next_expiry = 0.0
         self._next_purge = 0.0
 
@@ -115,10 +123,14 @@ class FillsWorker:
         self.ensure_group()
         logger.info("fills worker reading %s as %s/%s", self.stream, self.group, CONSUMER)
         self.drain_pending()
-        while not self.stopping.is_set():
-            caught_up = self.step()
-            if caught_up:
-                self.housekeeping()
+        try:
+            while not self.stopping.is_set():
+                caught_up = self.step()
+                self.report_health(caught_up)
+                if caught_up:
+                    self.housekeeping()
+        finally:
+            self.redis.delete(self.health_key)
 
     def drain_pending(self) -> None:
         """Process what this consumer was given before a stop and never acknowledged."""
@@ -159,6 +171,7 @@ class FillsWorker:
         if unchecked:
             self.db.call(store.mark_checked, [order.id for order in unchecked], last_id)
         self.redis.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
+        self.last_entry_id = last_id
 
     def catch_up(self, orders: list[RestingOrder], *, before: str) -> None:
         """Apply to newly seen orders the ticks between their acceptance and this batch."""
@@ -187,6 +200,24 @@ class FillsWorker:
                                 order.price, tick.id)
                 volume_left -= filled
 
+    # --- health --------------------------------------------------------------------------------
+
+    def report_health(self, caught_up: bool) -> None:
+        """The heartbeat /ready reports (`fills`): a hash that expires when the worker stops
+        refreshing it."""
+        now = time.monotonic()
+        if now < self._next_health:
+            return
+        self._next_health = now + HEALTH_INTERVAL_S
+        fields: dict[FieldT, EncodableT] = {
+            "pid": os.getpid(), "updated_at": format_utc(datetime.now(UTC), millis=True),
+            "last_entry_id": self.last_entry_id or "", "caught_up": int(caught_up),
+            "fills_total": self.fills_total, "expired_total": self.expired_total}
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.health_key, mapping=fields)
+            pipe.expire(self.health_key, HEALTH_TTL_S)
+            pipe.execute()
+
     # --- housekeeping --------------------------------------------------------------------------
 
     def housekeeping(self) -> None:
@@ -208,5 +239,6 @@ class FillsWorker:
             if self.db.call_retrying(order_service.expire, order_id, user_id, now):
                 expired += 1
         if expired:
+            self.expired_total += expired
             logger.info("expired %d DAY order(s) at the session close", expired)
         return expired

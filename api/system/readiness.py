@@ -1,9 +1,9 @@
 """Readiness: can this API process serve requests now? (`GET /ready`)
 
 Ready means Redis and the SQL database both answer within `READY_TIMEOUT_S`. The relayer's
-state is reported but does not decide readiness: accounts, orders and payments work without
-live prices, and a load balancer that took every API host out of service because the relayer
-is reconnecting would turn a degraded platform into a dead one.
+state and the fills worker's heartbeat are reported but do not decide readiness: accounts,
+orders and payments work without live prices, and a load balancer that took every API host out
+of service because the relayer is reconnecting would turn a degraded platform into a dead one.
 
 The answer names what failed (exception type, or a timeout) but never the exception's text,
 which can carry host names: the endpoint needs no token. The full error is logged.
@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from api.quotes.schemas import DaemonHealthOut
-from api.quotes.service import relayer_health
+from api.quotes.service import relayer_health, seconds_since
 from api.resources import Resources
 
 logger = logging.getLogger(__name__)
@@ -49,11 +49,21 @@ class RelayerCheck(BaseModel):
     error: str | None = Field(None, description="why the relayer's health could not be read")
 
 
+class FillsCheck(BaseModel):
+    alive: bool = Field(description="the fills worker refreshed its heartbeat within "
+                                     "RELAYER_HEALTH_MAX_AGE_S; resting orders fill only then")
+    updated_age_s: float | None = None
+    caught_up: bool | None = Field(None, description="its last read found no backlog")
+    fills_total: int | None = None
+    error: str | None = None
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "not_ready"]
     redis: Check
     database: Check
     relayer: RelayerCheck
+    fills: FillsCheck
 
     @property
     def ready(self) -> bool:
@@ -69,10 +79,11 @@ class Readiness(BaseModel):
 async def check_readiness(resources: Resources) -> Readiness:
     """Run the three checks concurrently; none raises (a failure is part of the answer)."""
     limit_s = resources.settings.ready_timeout_s
-    redis, database, relayer = await asyncio.gather(
+    redis, database, relayer, fills = await asyncio.gather(
         _timed("Redis", lambda: resources.redis.ping(), limit_s),
         _timed("database", lambda: resources.db.run(_select_one), limit_s),
         _timed("relayer health", lambda: relayer_health(resources), limit_s),
+        _timed("fills worker health", lambda: _fills_health(resources), limit_s),
     )
     redis_check = Check(ok=redis.error is None, latency_ms=redis.latency_ms, error=redis.error)
     database_check = Check(ok=database.error is None, latency_ms=database.latency_ms,
@@ -87,7 +98,27 @@ async def check_readiness(resources: Resources) -> Readiness:
     )
     ready = redis_check.ok and database_check.ok
     return Readiness(status="ready" if ready else "not_ready", redis=redis_check,
-                     database=database_check, relayer=relayer_check)
+                     database=database_check, relayer=relayer_check,
+                     fills=fills.result or FillsCheck(alive=False, error=fills.error))
+
+
+async def _fills_health(resources: Resources) -> FillsCheck:
+    raw = await resources.redis.hgetall(resources.names.fills_health)
+    fields = {_text(name): _text(value) for name, value in raw.items()}
+    age = seconds_since(fields.get("updated_at"), time.time())
+    try:
+        fills_total = int(fields["fills_total"]) if "fills_total" in fields else None
+    except ValueError:
+        fills_total = None
+    return FillsCheck(
+        alive=age is not None and age <= resources.settings.relayer_health_max_age_s,
+        updated_age_s=None if age is None else round(age, 3),
+        caught_up=fields["caught_up"] == "1" if "caught_up" in fields else None,
+        fills_total=fills_total)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _select_one(session: Session) -> None:

@@ -243,11 +243,16 @@ def test_the_worker_killed_mid_stream_misses_nothing_and_repeats_nothing(
         process = start_worker(api_settings)
         wait_for(lambda: fills() == 100)
         time.sleep(0.5)  # nothing more may come
+        # Its heartbeat, as /ready reports it.
+        wait_for(lambda: client.get("/ready").json()["fills"]["caught_up"] is True)
+        ready = client.get("/ready").json()["fills"]
+        assert ready["alive"] is True and ready["fills_total"] >= 1
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=15)
 
     assert process.returncode == 0, stderr.decode()[-2000:]
+    assert not store.exists(NAMES.fills_health)  # a clean stop says so at once
     assert 20 <= killed_at < 100
     assert fills() == 100
     filled = [order_of(client, who, o["id"])["filled_quantity"]

@@ -82,6 +82,8 @@ def test_ready_with_redis_and_database_up_and_no_relayer(client: TestClient) -> 
     # No relayer: reported, but the API is still ready (it can serve accounts and orders).
     assert body["relayer"]["alive"] is False
     assert body["relayer"]["state"] is None
+    # No fills worker either: reported the same way.
+    assert body["fills"]["alive"] is False and body["fills"]["updated_age_s"] is None
 
 
 def test_ready_reports_a_live_relayer(client: TestClient, redis_server: RedisServer) -> None:

@@ -47,6 +47,7 @@ def test_default_namespace_names_are_pinned() -> None:
     assert names.command_result("0f3c9a") == "stocking:cmd:result:0f3c9a"
     assert names.relayer_health == "stocking:relayer:health"
     assert names.relayer_leader == "stocking:relayer:leader"
+    assert names.fills_health == "stocking:fills:health"
 
 
 def test_custom_namespace_prefixes_every_name() -> None:
