@@ -121,6 +121,7 @@ class FillsWorker:
 
     def run(self) -> None:
         self.ensure_group()
+        self.last_entry_id = self._last_delivered()
         logger.info("fills worker reading %s as %s/%s", self.stream, self.group, CONSUMER)
         self.drain_pending()
         try:
@@ -131,6 +132,15 @@ class FillsWorker:
                     self.housekeeping()
         finally:
             self.redis.delete(self.health_key)
+
+    def _last_delivered(self) -> str | None:
+        """The group's last delivered entry (where a restarted worker resumes)."""
+        groups: Any = self.redis.xinfo_groups(self.stream)
+        for group in groups:
+            if _text(group["name"]) == self.group:
+                last = _text(group["last-delivered-id"])
+                return None if last == "0-0" else last
+        return None
 
     def drain_pending(self) -> None:
         """Process what this consumer was given before a stop and never acknowledged."""
@@ -146,7 +156,21 @@ class FillsWorker:
         entries = self._read(">", block=True)
         if entries:
             self.process(entries)
+        else:
+            self.catch_up_while_idle()
         return len(entries) < self.batch_size
+
+    def catch_up_while_idle(self) -> None:
+        """With no new ticks, still look back for orders placed since the last batch: a tick
+        they missed (processed before they committed) must not wait for the next trade."""
+        if self.last_entry_id is None:
+            return
+        unchecked = [order for order in self.db.call(store.resting_orders, set())
+                     if not order.checked]
+        if unchecked:
+            self.catch_up(unchecked, end=self.last_entry_id)
+            self.db.call(store.mark_checked, [order.id for order in unchecked],
+                         self.last_entry_id)
 
     def _read(self, start: str, *, block: bool) -> Entries:
         answer: Any = self.redis.xreadgroup(self.group, CONSUMER, {self.stream: start},
@@ -165,7 +189,7 @@ class FillsWorker:
         resting = self.db.call(store.resting_orders, {tick.code for tick in ticks})
         unchecked = [order for order in resting if not order.checked]
         if unchecked:
-            self.catch_up(unchecked, before=first_id)
+            self.catch_up(unchecked, end=f"({first_id}")
         for tick in ticks:
             self.apply(tick, resting)
         if unchecked:
@@ -173,12 +197,13 @@ class FillsWorker:
         self.redis.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
         self.last_entry_id = last_id
 
-    def catch_up(self, orders: list[RestingOrder], *, before: str) -> None:
-        """Apply to newly seen orders the ticks between their acceptance and this batch."""
+    def catch_up(self, orders: list[RestingOrder], *, end: str) -> None:
+        """Apply to newly seen orders the ticks between their acceptance and `end` (an XRANGE
+        bound: `(id` excludes the entry, a bare id includes it)."""
         start = min((order.rests_after for order in orders), key=stream_id_key)
-        if not after(before, start):
+        if not after(end.lstrip("("), start):
             return
-        entries: Any = self.redis.xrange(self.stream, min=f"({start}", max=f"({before}")
+        entries: Any = self.redis.xrange(self.stream, min=f"({start}", max=end)
         for tick in (parse_tick(i, f) for i, f in entries):
             if tick is not None:
                 self.apply(tick, orders)

@@ -162,6 +162,23 @@ def test_an_order_the_worker_had_not_seen_is_caught_up(
     assert [f["tick_id"] for f in body["fills"]] == [missed]
 
 
+def test_an_order_the_worker_had_not_seen_is_caught_up_without_a_new_tick(
+        client: TestClient, store: redis.Redis, worker: FillsWorker,
+        alice: dict[str, str]) -> None:
+    put(store, make_quote(CODE))
+    resting = placed(client, alice, side="BUY", type="LIMIT", quantity=2, price=70_000)
+    db = database(client)
+    db.call(lambda s: s.execute(update(Order).values(rests_after=None)))
+    [missed] = publish_ticks(store, tick(69_000, 1))
+    run_until_idle(worker)
+    db.call(lambda s: s.execute(update(Order).values(rests_after="0-0")))
+
+    run_until_idle(worker)  # no new tick: the idle look-back finds it
+
+    body = order_of(client, alice, resting["id"])
+    assert [f["tick_id"] for f in body["fills"]] == [missed]
+
+
 def test_processing_the_same_ticks_again_fills_nothing_twice(
         client: TestClient, store: redis.Redis, worker: FillsWorker,
         alice: dict[str, str]) -> None:
