@@ -34,7 +34,7 @@ class Move(Protocol):
 
 
 def _movement(session: Session, account: Account, entry: LedgerEntry) -> CashMovementOut:
-    session.refresh(entry)  # created_at as stored (DATETIME drops the microseconds)
+    session.flush()  # the entry's id and created_at
     return CashMovementOut(account=CashOut.of(account),
                            entry=LedgerEntryOut.model_validate(entry))
 

@@ -109,10 +109,12 @@ def get_account(session: Session, user_id: int) -> Account:
 
 
 def post(session: Session, account: Account, type: LedgerType, amount: int,
-         reference: str | None = None) -> LedgerEntry:
+         reference: str | None = None, *, reference_is_new: bool = False) -> LedgerEntry:
     """Add `amount` (credit > 0, debit < 0) to a locked account's cash and record it as one
-    ledger row. 422 `insufficient_funds` if the cash would fall below the held cash (or zero);
-    409 `duplicate_ledger_reference` if a row of this type already carries this reference."""
+    ledger row (written at the next flush). 422 `insufficient_funds` if the cash would fall
+    below the held cash (or zero); 409 `duplicate_ledger_reference` if a row of this type
+    already carries this reference. `reference_is_new`: the reference names something created
+    in this very transaction (a fill), so the lookup is skipped; UNIQUE still guards it."""
     if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
         raise ValueError(f"a ledger amount is a non-zero int of KRW, not {amount!r}")
     before = account.cash
@@ -122,7 +124,7 @@ def post(session: Session, account: Account, type: LedgerType, amount: int,
             f"not enough available cash: {account.available_cash} KRW available, "
             f"{-amount} KRW needed", code="insufficient_funds",
             available_cash=account.available_cash)
-    if reference is not None and session.scalar(
+    if reference is not None and not reference_is_new and session.scalar(
             select(LedgerEntry.id).where(LedgerEntry.type == type.value,
                                          LedgerEntry.reference == reference)) is not None:
         # Under the account lock this check is reliable for one account; the UNIQUE
@@ -133,7 +135,6 @@ def post(session: Session, account: Account, type: LedgerType, amount: int,
                         balance_before=before, balance_after=after, reference=reference)
     session.add(entry)
     account.cash = after
-    session.flush()
     return entry
 
 

@@ -58,10 +58,9 @@ def _detail(session: Session, order: Order) -> OrderDetailOut:
 def _place(session: Session, user_id: int, request: OrderRequest, snapshot: MarketSnapshot,
            band: PriceBand, rules: service.TradingRules, key: str | None,
            fingerprint: str) -> dict[str, Any]:
-    lock_account(session, user_id)
-    return idempotency.once(session, user_id, key, fingerprint, lambda: _detail(
-        session, service.place(session, user_id, request, snapshot, band, rules))
-        .model_dump(mode="json"))
+    account = lock_account(session, user_id)
+    return idempotency.once(session, user_id, key, fingerprint, lambda: OrderDetailOut.with_fills(
+        *service.place(session, account, request, snapshot, band, rules)).model_dump(mode="json"))
 
 
 @router.post("/orders", status_code=201, responses=problems({

@@ -81,11 +81,12 @@ def _quote_tick(snapshot: MarketSnapshot) -> PricingTick:
                        seq=quote.seq, ts=quote.ts)
 
 
-def place(session: Session, user_id: int, request: OrderRequest, snapshot: MarketSnapshot,
-          band: PriceBand, rules: TradingRules) -> Order:
-    """Accept an order (already checked by api.orders.checks.validate): reserve what it needs,
-    then execute it at once (market, IOC, FOK) or leave it resting (DAY, GTC)."""
-    account = lock_account(session, user_id)
+def place(session: Session, account: Account, request: OrderRequest, snapshot: MarketSnapshot,
+          band: PriceBand, rules: TradingRules) -> tuple[Order, list[Fill]]:
+    """Accept an order (already checked by api.orders.checks.validate) for the owner of the
+    locked `account`: reserve what it needs, then execute it at once (market, IOC, FOK) or
+    leave it resting (DAY, GTC). Returns the order and the fills made now."""
+    user_id = account.user_id
     if request.client_order_id is not None and session.scalar(
             select(Order.id).where(Order.user_id == user_id,
                                    Order.client_order_id == request.client_order_id)):
@@ -114,41 +115,42 @@ def place(session: Session, user_id: int, request: OrderRequest, snapshot: Marke
                     if resting and request.time_in_force is TimeInForce.DAY else None),
         created_at=now, updated_at=now)
     session.add(order)
-    session.flush()
+    session.flush()  # the order's id, which its fills refer to
     hold(account, order, position, rules.costs, reserve_at)
+    fills: list[Fill] = []
     if not resting:
         if position is None:
             position = lock_or_open_position(session, user_id, request.code)
-        _execute_at_once(session, account, order, position, snapshot, reserve_at, rules.costs)
+        fills = _execute_at_once(session, account, order, position, snapshot, reserve_at,
+                                 rules.costs)
     session.flush()
-    return order
+    return order, fills
 
 
 def _execute_at_once(session: Session, account: Account, order: Order, position: Position,
-                     snapshot: MarketSnapshot, reserve_at: int, costs: Costs) -> None:
+                     snapshot: MarketSnapshot, reserve_at: int, costs: Costs) -> list[Fill]:
     """A market order fills completely at the last trade price. An IOC or FOK limit order
     fills at its limit price if the last trade is at or through it, for at most the last
     trade's volume (FOK: all or nothing); what does not fill is cancelled."""
     tick = _quote_tick(snapshot)
     side = Side(order.side)
     if order.type == OrderType.MARKET:
-        apply_fill(session, account, order, position, tick, order.quantity, tick.price, costs,
-                   reserve_at)
-        return
+        return [apply_fill(session, account, order, position, tick, order.quantity, tick.price,
+                           costs, reserve_at)]
     assert order.price is not None
     quantity = 0
     if marketable(side, order.price, tick.price):
         quantity = min(order.quantity, tick.volume)
         if order.time_in_force == TimeInForce.FOK and quantity < order.quantity:
             quantity = 0
-    if quantity > 0:
-        apply_fill(session, account, order, position, tick, quantity, order.price, costs,
-                   reserve_at)
+    fills = [apply_fill(session, account, order, position, tick, quantity, order.price, costs,
+                        reserve_at)] if quantity > 0 else []
     if order.remaining_quantity > 0:
         release(account, order, position)
         order.status = OrderStatus.CANCELLED.value
         order.reason = ("fok_not_fillable" if order.time_in_force == TimeInForce.FOK
                         else "ioc_remainder")
+    return fills
 
 
 # --- one order -----------------------------------------------------------------------------------

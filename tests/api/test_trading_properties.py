@@ -62,6 +62,13 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
             database.dispose()
 
 
+def place_order(session: Session, user_id: int, request: OrderRequest,
+                snapshot: MarketSnapshot, band: PriceBand) -> int:
+    order, _ = orders.place(session, ledger.lock_account(session, user_id), request, snapshot,
+                            band, RULES)
+    return order.id
+
+
 class Trading(RuleBasedStateMachine):
     database: Database
 
@@ -116,9 +123,9 @@ class Trading(RuleBasedStateMachine):
             band = checks.validate(request, snapshot, quote_max_age_s=10, max_quantity=10**6)
         except ApiError:
             return  # refused before any SQL (a market order with a limit price, ...)
-        placed = self.attempt(orders.place, self.user_id, request, snapshot, band, RULES)
+        placed = self.attempt(place_order, self.user_id, request, snapshot, band)
         if placed is not None:
-            self.order_ids.append(placed.id)  # type: ignore[attr-defined]
+            self.order_ids.append(placed)  # type: ignore[arg-type]
 
     @rule(price=PRICES, volume=st.integers(1, 30))
     def trade_prints(self, price: int, volume: int) -> None:
