@@ -65,7 +65,9 @@ class ApiSettings(BaseSettings):
     relayer_health_max_age_s: float = Field(5.0, gt=0)
 
     # SQL.
-    database_pool_size: int = Field(10, gt=0)
+    # Per worker, plus as many overflow connections. Sized for the thread pool (40): a new
+    # PyMySQL connection costs ~30 ms of CPU (it builds a TLS context), so churn is expensive.
+    database_pool_size: int = Field(20, gt=0)
     database_echo: bool = False
     # A transaction that hits a deadlock or a lock wait timeout (MySQL 1213/1205) is run again
     # this many more times, after a short jittered pause (api.db.Database.run_retrying).

@@ -19,112 +19,38 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import redis
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# A sibling script (scripts/ is on sys.path when this runs as a script); it also puts the
+# repository root on sys.path for the imports below.
+from bench_support import (
+    JWT_KEY,
+    BenchError,
+    free_port,
+    percentile,
+    process,
+    run_wrk,
+    wait_until,
+)
 
-from api.auth.tokens import Principal, TokenType, issue  # noqa: E402
-from api.migrate import upgrade  # noqa: E402
-from api.models import Role  # noqa: E402
-from relayer.bus import BusNames, Quote, TopicTemplate  # noqa: E402
+from api.auth.tokens import Principal, TokenType, issue
+from api.migrate import upgrade
+from api.models import Role
+from relayer.bus import BusNames, Quote, TopicTemplate
 
 NAMES = BusNames()
 TOPICS = TopicTemplate("/topic/v1/kr/stock/trade/{code}")
-JWT_KEY = "bench-signing-key-" + "k" * 40
 ADMIN_EMAIL, ADMIN_PASSWORD = "bench-admin@stocking.local", "bench-admin-password"
-
-
-class BenchError(Exception):
-    pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        child = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-    try:
-        yield child
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
-
-
-def wait_until(check: object, what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except (OSError, httpx.HTTPError, redis.RedisError):
-            pass
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what} not ready within {timeout_s:.0f}s")
-        time.sleep(0.1)
-
-
-@dataclass
-class WrkResult:
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    non_2xx: int
-
-
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def run_wrk(url: str, *, duration_s: int, connections: int, token: str | None,
-            rate: float | None = None) -> WrkResult:
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration_s}s", "--latency"]
-    script = None
-    if token:
-        command += ["-H", f"Authorization: Bearer {token}"]
-    if rate:
-        # Throttled: every connection waits connections/rate between requests (closed loop, so
-        # slow answers lower the rate; the achieved rate is reported).
-        delay_ms = connections / rate * 1000
-        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
-        script.write(f"function delay() return {delay_ms:.3f} end\n")
-        script.close()
-        command += ["-s", script.name]
-    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
-    if script:
-        os.unlink(script.name)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    percentiles = {m.group(1): float(m.group(2)) * _UNITS[m.group(3)]
-                   for m in re.finditer(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)}
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    return WrkResult(rps, percentiles["50"], percentiles["99"],
-                     int(non_2xx.group(1)) if non_2xx else 0)
 
 
 def seed_quote(client: redis.Redis, code: str) -> None:
@@ -136,11 +62,6 @@ def seed_quote(client: redis.Redis, code: str) -> None:
                   low=70600, session="REGULAR", exchange="KRX", currency="KRW", ts=stamp,
                   received_at=now.strftime("%Y-%m-%dT%H:%M:%S.000Z"), seq=1)
     client.set(NAMES.quote(code), quote.to_json())
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
 
 
 def subscribe_round_trips(base_url: str, count: int) -> dict[str, list[float]]:

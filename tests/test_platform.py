@@ -7,6 +7,7 @@ started is gone, and its ports free, after the stop signal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -146,7 +147,8 @@ def test_gunicorn_two_workers_metrics_add_up_and_sigterm_frees_the_port(
     with log.open("wb") as output:
         gunicorn = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "api.main:app"],
-            cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+            cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True)  # its own process group: a failed test kills the workers too
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: answers(f"{base}/health"), "answer on /health", 60, gunicorn, log)
@@ -192,9 +194,9 @@ def test_gunicorn_two_workers_metrics_add_up_and_sigterm_frees_the_port(
         assert port_free(port)
         assert not [pid for pid in worker_pids if alive(pid)]
     finally:
-        if gunicorn.poll() is None:
-            gunicorn.kill()
-            gunicorn.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(gunicorn.pid, signal.SIGKILL)  # the master and any worker left behind
+        gunicorn.wait()
 
 
 def test_start_services_runs_the_platform_and_ctrl_c_stops_all_of_it(
