@@ -146,10 +146,8 @@ def _execute_at_once(session: Session, account: Account, order: Order, position:
     fills = [apply_fill(session, account, order, position, tick, quantity, order.price, costs,
                         reserve_at)] if quantity > 0 else []
     if order.remaining_quantity > 0:
-        release(account, order, position)
-        order.status = OrderStatus.CANCELLED.value
-        order.reason = ("fok_not_fillable" if order.time_in_force == TimeInForce.FOK
-                        else "ioc_remainder")
+        _end(session, account, order, position, OrderStatus.CANCELLED,
+             "fok_not_fillable" if order.time_in_force == TimeInForce.FOK else "ioc_remainder")
     return fills
 
 
@@ -183,6 +181,15 @@ def _require_live(order: Order, action: str) -> None:
                        f"orders can be {action}", code="order_not_live", order_status=order.status)
 
 
+def _end(session: Session, account: Account, order: Order, position: Position | None,
+         status: OrderStatus, reason: str) -> None:
+    """A live order stops for good: what it holds goes back."""
+    release(account, order, position)
+    order.status = status.value
+    order.reason = reason
+    session.flush()
+
+
 def cancel(session: Session, user_id: int, order_id: int) -> Order:
     """Cancel what is left of a live order and release what it holds."""
     account = lock_account(session, user_id)
@@ -190,10 +197,7 @@ def cancel(session: Session, user_id: int, order_id: int) -> Order:
     _require_live(order, "cancelled")
     position = (lock_position(session, user_id, order.code) if order.side == Side.SELL
                 else None)
-    release(account, order, position)
-    order.status = OrderStatus.CANCELLED.value
-    order.reason = "user"
-    session.flush()
+    _end(session, account, order, position, OrderStatus.CANCELLED, "user")
     return order
 
 
@@ -266,8 +270,5 @@ def expire(session: Session, order_id: int, user_id: int, now: datetime) -> bool
         return False
     position = (lock_position(session, user_id, order.code) if order.side == Side.SELL
                 else None)
-    release(account, order, position)
-    order.status = OrderStatus.EXPIRED.value
-    order.reason = "session_close"
-    session.flush()
+    _end(session, account, order, position, OrderStatus.EXPIRED, "session_close")
     return True

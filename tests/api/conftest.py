@@ -12,10 +12,12 @@ from pydantic import SecretStr
 from api.app import create_app
 from api.settings import ApiSettings
 from tests.conftest import RedisServer
+from tests.support.api import database, new_user
 from tests.support.databases import (
     fresh_mysql_database,
     mysql_unreachable_reason,
 )
+from tests.support.invariants import assert_invariants
 
 ADMIN_EMAIL = "admin@stocking.test"
 ADMIN_PASSWORD = "admin-password-0001"
@@ -55,3 +57,19 @@ def store(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client = redis_server.client()
     yield client
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _money_invariants(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every API test that used the app, the money invariants hold (DESIGN.md section 4).
+    The client is asked for at setup, so that it is torn down after this check."""
+    client = request.getfixturevalue("client") if "client" in request.fixturenames else None
+    yield
+    if client is not None:
+        assert_invariants(database(client))
+
+
+@pytest.fixture
+def alice(client: TestClient, api_settings: ApiSettings) -> dict[str, str]:
+    """A registered user (with a cash account), as a bearer header."""
+    return new_user(client, api_settings, "alice@example.com")

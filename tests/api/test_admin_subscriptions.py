@@ -43,8 +43,6 @@ def admin(api_settings: ApiSettings) -> dict[str, str]:
     return bearer(api_settings, Role.ADMIN, ADMIN_ID)
 
 
-
-
 def write_fresh_health(store: redis.Redis) -> None:
     store.hset(NAMES.relayer_health, mapping={
         "state": "connected", "updated_at": format_utc(datetime.now(UTC), millis=True),

@@ -70,8 +70,6 @@ def claims_of(token: str) -> dict[str, Any]:
     return decoded
 
 
-
-
 def user_row(client: TestClient, email: str) -> User | None:
     return database(client).call(
         lambda session: session.scalar(select(User).where(User.email == email)))
@@ -80,8 +78,6 @@ def user_row(client: TestClient, email: str) -> User | None:
 def set_role(client: TestClient, email: str, role: Role) -> None:
     database(client).call(lambda session: session.execute(
         update(User).where(User.email == email).values(role=role.value)))
-
-
 
 
 @pytest.fixture

@@ -35,8 +35,6 @@ from tests.support.quotes import NAMES, make_quote, publish_ticks, put
 COSTS = Costs(Decimal("0.00015"), Decimal("0.0020"))
 
 
-
-
 @pytest.fixture
 def worker(client: TestClient, store: redis.Redis) -> Iterator[FillsWorker]:
     fills = FillsWorker(database(client), store, BusNames(), COSTS, group="fills",
@@ -44,11 +42,6 @@ def worker(client: TestClient, store: redis.Redis) -> Iterator[FillsWorker]:
     fills.ensure_group()
     yield fills
     assert_invariants(database(client))
-
-
-@pytest.fixture
-def alice(client: TestClient, api_settings: ApiSettings) -> dict[str, str]:
-    return new_user(client, api_settings, "alice@example.com")
 
 
 def run_until_idle(worker: FillsWorker) -> None:

@@ -47,8 +47,6 @@ MakeClient = Callable[..., tuple[TestClient, dict[str, str]]]
 # Helpers
 
 
-
-
 def database_settings(client: TestClient) -> ApiSettings:
     app = client.app
     assert isinstance(app, FastAPI)
@@ -56,29 +54,11 @@ def database_settings(client: TestClient) -> ApiSettings:
     return settings
 
 
-@pytest.fixture(autouse=True)
-def _ledger_invariant(request: pytest.FixtureRequest) -> Iterator[None]:
-    # Asked for here, at setup, so that the client is torn down after this check.
-    client = request.getfixturevalue("client") if "client" in request.fixturenames else None
-    yield
-    if client is not None:
-        assert_invariants(database(client))
-
-
-
-
-@pytest.fixture
-def alice(client: TestClient, api_settings: ApiSettings) -> dict[str, str]:
-    return new_user(client, api_settings, "alice@example.com")
-
-
 def rows_of(client: TestClient, headers: dict[str, str]) -> list[dict[str, Any]]:
     response = client.get(TRANSACTIONS, headers=headers, params={"limit": 200})
     assert response.status_code == 200, response.text
     items: list[dict[str, Any]] = response.json()["items"]
     return items
-
-
 
 
 # --------------------------------------------------------------------------------------------

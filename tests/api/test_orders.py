@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
@@ -22,7 +21,6 @@ from sqlalchemy import func, select
 from api.models import Order
 from api.settings import ApiSettings
 from tests.support.api import assert_problem, database, new_user
-from tests.support.invariants import assert_invariants
 from tests.support.quotes import make_quote, put
 
 ORDERS = "/api/v1/orders"
@@ -35,25 +33,6 @@ CODE = "A005930"
 LOWER, UPPER = 49_350, 91_600
 
 
-
-
-@pytest.fixture(autouse=True)
-def _invariants(request: pytest.FixtureRequest) -> Iterator[None]:
-    client = request.getfixturevalue("client") if "client" in request.fixturenames else None
-    yield
-    if client is not None:
-        assert_invariants(database(client))
-
-
-
-
-
-
-@pytest.fixture
-def alice(client: TestClient, api_settings: ApiSettings) -> dict[str, str]:
-    return new_user(client, api_settings, "alice@example.com")
-
-
 def order(client: TestClient, headers: dict[str, str], **body: Any) -> httpx.Response:
     return client.post(ORDERS, headers=headers, json={"code": CODE, **body})
 
@@ -63,8 +42,6 @@ def placed(client: TestClient, headers: dict[str, str], **body: Any) -> dict[str
     assert response.status_code == 201, response.text
     answer: dict[str, Any] = response.json()
     return answer
-
-
 
 
 def account(client: TestClient, headers: dict[str, str]) -> dict[str, Any]:

@@ -26,8 +26,6 @@ TOPICS = TopicTemplate("/topic/v1/kr/stock/trade/{code}")
 BASE = "/api/v1/trading/realtime"
 
 
-
-
 @pytest.fixture
 def auth(api_settings: ApiSettings) -> dict[str, str]:
     return bearer(api_settings)

@@ -76,10 +76,6 @@ def put_quote(redis_server: RedisServer) -> Iterator[PutQuote]:
     store.close()
 
 
-
-
-
-
 def create(client: TestClient, headers: Headers, name: str,
            codes: list[str] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name} if codes is None else {"name": name, "codes": codes}
