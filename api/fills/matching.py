@@ -4,8 +4,8 @@ A tick fills a resting limit order when the trade printed at or through its pric
 <= limit; sell: trade >= limit), only if the tick came after the order started resting (its
 stream entry id is above the order's `rests_after`). Orders share the printed volume in price
 priority (the best price first: the highest buy, the lowest sell), then time priority (the
-older order first). Buys and sells are matched separately: each side may take up to the
-printed volume.
+order that started resting first; a modification that loses priority starts it again). Buys
+and sells are matched separately: each side may take up to the printed volume.
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ class RestingOrder:
     rests_after: str
     checked: bool  # False: the worker has not yet looked back for ticks it may have missed
 
-    def priority(self) -> tuple[int, int]:
-        return (-self.price if self.side is Side.BUY else self.price, self.id)
+    def priority(self) -> tuple[int, tuple[int, int], int]:
+        """Best price first, then the earlier `rests_after` (when the order last started
+        resting: a modification that loses priority moves it), then the id."""
+        return (-self.price if self.side is Side.BUY else self.price,
+                stream_id_key(self.rests_after), self.id)
 
 
 @dataclass(frozen=True, slots=True)

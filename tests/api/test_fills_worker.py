@@ -116,6 +116,33 @@ def test_printed_volume_is_shared_in_price_then_time_priority(
     assert filled == {"early": 3, "late": 0, "better": 3}
 
 
+def test_a_new_price_loses_time_priority_and_a_smaller_quantity_keeps_it(
+        client: TestClient, store: redis.Redis, worker: FillsWorker, api_settings: ApiSettings,
+        alice: dict[str, str]) -> None:
+    put(store, make_quote(CODE))
+    bob = new_user(client, api_settings, "bob@example.com")
+    first = placed(client, alice, side="BUY", type="LIMIT", quantity=5, price=70_000)
+    second = placed(client, bob, side="BUY", type="LIMIT", quantity=5, price=70_000)
+    publish_ticks(store, tick(71_000, 1))  # moves the stream on; fills nothing
+    run_until_idle(worker)
+    # A smaller quantity keeps the first order ahead.
+    assert client.patch(f"/api/v1/orders/{first['id']}", headers=alice,
+                        json={"quantity": 4}).status_code == 200
+    publish_ticks(store, tick(70_000, 1))
+    run_until_idle(worker)
+    assert [order_of(client, who, o["id"])["filled_quantity"]
+            for who, o in ((alice, first), (bob, second))] == [1, 0]
+    # A new price (out and back) sends it behind the second.
+    for price in (69_900, 70_000):
+        assert client.patch(f"/api/v1/orders/{first['id']}", headers=alice,
+                            json={"price": price}).status_code == 200
+    publish_ticks(store, tick(70_000, 1))
+    run_until_idle(worker)
+
+    assert [order_of(client, who, o["id"])["filled_quantity"]
+            for who, o in ((alice, first), (bob, second))] == [1, 1]
+
+
 def test_a_resting_sell_fills_when_a_trade_prints_at_or_above_it(
         client: TestClient, store: redis.Redis, worker: FillsWorker,
         alice: dict[str, str]) -> None:
