@@ -7,9 +7,7 @@ one before."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +28,7 @@ from api.models import Account, LedgerEntry, LedgerType, Role, User
 from api.settings import ApiSettings
 from tests.conftest import RedisServer
 from tests.support.api import assert_problem, database, new_user
+from tests.support.concurrency import concurrently
 from tests.support.invariants import assert_invariants
 from tests.support.quotes import make_quote, put
 from tests.support.tokens import bearer
@@ -384,18 +383,15 @@ def test_concurrent_withdrawals_never_overspend(mysql_database_url: str) -> None
             service.open_account(session, user.id, 1_000_000)
             return user.id
         user_id = db.call(make_user)
-        start = threading.Barrier(50)
 
         def attempt(_: int) -> str:
-            start.wait()
             try:
                 db.call_retrying(service.withdraw, user_id, 100_000, max_krw=10**8)
                 return "ok"
             except Unprocessable as exc:
                 return exc.code
 
-        with ThreadPoolExecutor(max_workers=50) as pool:
-            outcomes = list(pool.map(attempt, range(50)))
+        outcomes = concurrently(50, attempt)
 
         assert outcomes.count("ok") == 10
         assert outcomes.count("insufficient_funds") == 40
@@ -462,9 +458,8 @@ def test_idempotency_keys_are_per_user_and_failures_are_not_recorded(
 def test_concurrent_requests_with_one_idempotency_key_execute_once(
         client: TestClient, alice: dict[str, str]) -> None:
     headers = {**alice, "Idempotency-Key": "burst"}
-    with ThreadPoolExecutor(max_workers=10) as pool:
-        responses = list(pool.map(
-            lambda _: client.post(DEPOSIT, headers=headers, json={"amount": 7}), range(10)))
+    responses = concurrently(10, lambda _: client.post(DEPOSIT, headers=headers,
+                                                       json={"amount": 7}))
 
     assert [r.status_code for r in responses] == [200] * 10
     assert len({r.json()["entry"]["id"] for r in responses}) == 1

@@ -7,8 +7,6 @@ After every test the money invariants hold (tests/support/invariants.py)."""
 from __future__ import annotations
 
 import logging
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +19,7 @@ from sqlalchemy import func, select
 from api.models import Order
 from api.settings import ApiSettings
 from tests.support.api import assert_problem, database, new_user
+from tests.support.concurrency import concurrently
 from tests.support.quotes import make_quote, put
 
 ORDERS = "/api/v1/orders"
@@ -374,9 +373,7 @@ def test_twenty_concurrent_requests_with_one_key_make_one_order(
     put(store, make_quote(CODE))
     headers = {**alice, "Idempotency-Key": "burst"}
     body = {"code": CODE, "side": "BUY", "type": "LIMIT", "quantity": 1, "price": 70_000}
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        responses = list(pool.map(lambda _: client.post(ORDERS, headers=headers, json=body),
-                                  range(20)))
+    responses = concurrently(20, lambda _: client.post(ORDERS, headers=headers, json=body))
 
     assert [r.status_code for r in responses] == [201] * 20
     assert len({r.json()["id"] for r in responses}) == 1
@@ -416,16 +413,6 @@ def test_the_portfolio_values_positions_at_live_quotes(
 # Concurrency (MariaDB: real row locks; SQLite serialises writers anyway)
 
 
-def concurrently(count: int, call: Any) -> list[httpx.Response]:
-    start = threading.Barrier(count)
-
-    def run(index: int) -> httpx.Response:
-        start.wait()
-        response: httpx.Response = call(index)
-        return response
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(run, range(count)))
 
 
 def test_fifty_concurrent_buys_accept_exactly_what_the_cash_affords(

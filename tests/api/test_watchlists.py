@@ -6,7 +6,6 @@ nothing, isolation between users, and concurrent writes that respect the limits.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -30,6 +29,7 @@ from api.watchlists import service
 from relayer.bus import Quote
 from tests.conftest import RedisServer
 from tests.support.api import assert_problem, database
+from tests.support.concurrency import concurrently
 from tests.support.quotes import NAMES, make_quote, put
 
 WATCHLISTS = "/api/v1/watchlists"
@@ -385,10 +385,8 @@ def test_concurrent_creates_stop_at_the_limit(mysql_database_url: str) -> None:
             open_account(session, user.id, 0)
             return user.id
         user_id = db.call(make_user)
-        start = threading.Barrier(20)
 
         def attempt(n: int) -> str:
-            start.wait()
             try:
                 db.call_retrying(service.create_watchlist, user_id, f"List {n}", [],
                                  max_per_user=5, max_items=100)
@@ -396,8 +394,7 @@ def test_concurrent_creates_stop_at_the_limit(mysql_database_url: str) -> None:
             except Unprocessable as exc:
                 return exc.code
 
-        with ThreadPoolExecutor(max_workers=20) as pool:
-            outcomes = list(pool.map(attempt, range(20)))
+        outcomes = concurrently(20, attempt)
 
         assert outcomes.count("ok") == 5
         assert outcomes.count("watchlist_limit_reached") == 15
