@@ -74,13 +74,12 @@ class Valuation:
 
 
 def _value(position: Position, quote: dict[str, Any] | None) -> PositionValue:
-    price = quote.get("price") if quote is not None else None
-    if not isinstance(price, int) or isinstance(price, bool):
+    price = None if quote is None else quote.get("price")
+    if quote is None or not isinstance(price, int) or isinstance(price, bool):
         return PositionValue(position, None, None, True, position.cost_basis, 0)
     market_value = position.quantity * price
-    return PositionValue(position, price, quote.get("age_s") if quote else None,
-                         bool(quote.get("stale")) if quote else True, market_value,
-                         market_value - position.cost_basis)
+    return PositionValue(position, price, quote.get("age_s"), bool(quote.get("stale")),
+                         market_value, market_value - position.cost_basis)
 
 
 async def valuation(resources: Resources, user_id: int) -> Valuation:
