@@ -92,8 +92,12 @@ def place(session: Session, account: Account, request: OrderRequest, snapshot: M
                                    Order.client_order_id == request.client_order_id)):
         raise Conflict(f"an order with client_order_id {request.client_order_id!r} exists",
                        code="duplicate_client_order_id")
+    resting = request.type is OrderType.LIMIT and request.time_in_force in (TimeInForce.DAY,
+                                                                            TimeInForce.GTC)
+    # Locked before the order is written, so that its lock read flushes nothing (two UPDATEs
+    # fewer per order executed at once); a new order row is no one else's to wait on.
     position = (lock_position(session, user_id, request.code) if request.side is Side.SELL
-                else None)
+                else None if resting else lock_or_open_position(session, user_id, request.code))
     quote = require_quote(snapshot)
     # A market buy reserves at the upper limit: the most it could cost.
     reserve_at = request.price if request.price is not None else max(band.upper, quote.price)
@@ -102,8 +106,6 @@ def place(session: Session, account: Account, request: OrderRequest, snapshot: M
     _check_available(account, position, request.side, request.quantity, cash_needed)
 
     now = utc_now()
-    resting = request.type is OrderType.LIMIT and request.time_in_force in (TimeInForce.DAY,
-                                                                            TimeInForce.GTC)
     order = Order(
         user_id=user_id, client_order_id=request.client_order_id, code=request.code,
         side=request.side.value, type=request.type.value,
@@ -119,8 +121,7 @@ def place(session: Session, account: Account, request: OrderRequest, snapshot: M
     hold(account, order, position, rules.costs, reserve_at)
     fills: list[Fill] = []
     if not resting:
-        if position is None:
-            position = lock_or_open_position(session, user_id, request.code)
+        assert position is not None
         fills = _execute_at_once(session, account, order, position, snapshot, reserve_at,
                                  rules.costs)
     session.flush()
