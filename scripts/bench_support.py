@@ -1,6 +1,6 @@
 """Helpers shared by the API benchmarks (scripts/bench_api.py, scripts/bench_orders.py): child
 processes torn down as a group, free ports, readiness polling, percentiles, and running `wrk`
-(Debian package `wrk`) and reading its report.
+(Debian package `wrk`) and reading its report, and the CPU each part of a run used.
 
 Importing this module puts the repository root on sys.path, so a benchmark run as a script
 (`.venv/bin/python scripts/bench_x.py`, which puts scripts/ on sys.path) can import `api` and
@@ -183,3 +183,41 @@ def pids_named(name: str) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+# --- CPU per part of a run ---------------------------------------------------------------------
+
+
+@dataclass
+class CpuSample:
+    at: float
+    machine: float
+    by_pid: dict[str, dict[int, float]]
+    wrk: float  # CPU of waited-for children of this process (wrk)
+    bench: float  # this process (the quote thread; idle while wrk runs)
+
+
+class CpuMeter:
+    """CPU used by each part during a window, in % of one core; `other` is the machine's busy
+    time that none of them used (other work on the machine: the window is not clean)."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+
+    def sample(self) -> CpuSample:
+        times = os.times()
+        return CpuSample(time.monotonic(), machine_busy_seconds(),
+                         {name: {pid: cpu_seconds(pid) for pid in pids()}
+                          for name, pids in self.groups.items()},
+                         times.children_user + times.children_system,
+                         times.user + times.system)
+
+    @staticmethod
+    def window(a: CpuSample, b: CpuSample) -> dict[str, float]:
+        seconds = b.at - a.at
+        pct = {name: sum(cpu - a.by_pid[name].get(pid, 0.0) for pid, cpu in pids.items())
+               / seconds * 100 for name, pids in b.by_pid.items()}
+        pct["wrk"] = (b.wrk - a.wrk) / seconds * 100
+        pct["bench"] = (b.bench - a.bench) / seconds * 100
+        pct["other"] = max(0.0, (b.machine - a.machine) / seconds * 100 - sum(pct.values()))
+        return pct

@@ -159,41 +159,26 @@ def test_a_resting_sell_fills_when_a_trade_prints_at_or_above_it(
     assert (body["fills"][0]["commission"], body["fills"][0]["tax"]) == (75, 1_008)
 
 
+@pytest.mark.parametrize("later_tick", [True, False], ids=["next-batch", "while-idle"])
 def test_an_order_the_worker_had_not_seen_is_caught_up(
         client: TestClient, store: redis.Redis, worker: FillsWorker,
-        alice: dict[str, str]) -> None:
+        alice: dict[str, str], later_tick: bool) -> None:
     """A tick the worker processed before it could see the order (the order's transaction had
-    not committed yet) still fills it, once the worker sees the order."""
+    not committed yet) still fills it once the worker sees the order: with the next batch, or
+    by the idle look-back when no tick comes."""
     put(store, make_quote(CODE))
     resting = placed(client, alice, side="BUY", type="LIMIT", quantity=2, price=70_000)
     db = database(client)
     # Make the order invisible to the worker's first batch, as an uncommitted one would be.
     db.call(lambda s: s.execute(update(Order).values(rests_after=None)))
-    stream_before = "0-0"
     [missed] = publish_ticks(store, tick(69_000, 1))
     run_until_idle(worker)
     assert order_of(client, alice, resting["id"])["filled_quantity"] == 0
-    db.call(lambda s: s.execute(update(Order).values(rests_after=stream_before)))
-
-    publish_ticks(store, tick(71_000, 1))  # a later tick that fills nothing by itself
-    run_until_idle(worker)
-
-    body = order_of(client, alice, resting["id"])
-    assert [f["tick_id"] for f in body["fills"]] == [missed]
-
-
-def test_an_order_the_worker_had_not_seen_is_caught_up_without_a_new_tick(
-        client: TestClient, store: redis.Redis, worker: FillsWorker,
-        alice: dict[str, str]) -> None:
-    put(store, make_quote(CODE))
-    resting = placed(client, alice, side="BUY", type="LIMIT", quantity=2, price=70_000)
-    db = database(client)
-    db.call(lambda s: s.execute(update(Order).values(rests_after=None)))
-    [missed] = publish_ticks(store, tick(69_000, 1))
-    run_until_idle(worker)
     db.call(lambda s: s.execute(update(Order).values(rests_after="0-0")))
 
-    run_until_idle(worker)  # no new tick: the idle look-back finds it
+    if later_tick:
+        publish_ticks(store, tick(71_000, 1))  # fills nothing by itself
+    run_until_idle(worker)
 
     body = order_of(client, alice, resting["id"])
     assert [f["tick_id"] for f in body["fills"]] == [missed]
