@@ -755,6 +755,8 @@ def main() -> int:
                              "DATABASE_POOL_SIZE=40")
     parser.add_argument("--logs", help="copy the Gunicorn and fills worker logs to this folder")
     options = parser.parse_args()
+    if options.limit_orders < 2:  # one filled alone, then a burst of the rest
+        parser.error("--limit-orders must be at least 2")
     try:
         return report(options, run(options))
     except (BenchError, subprocess.CalledProcessError) as exc:
