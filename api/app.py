@@ -15,6 +15,7 @@ from api.errors import install_error_handlers
 from api.ledger.routes import router as ledger_router
 from api.ledger.service import open_missing_accounts
 from api.orders.routes import router as orders_router
+from api.payments.routes import router as payments_router
 from api.portfolio.routes import router as portfolio_router
 from api.quotes.routes import router as quotes_router
 from api.resources import Resources
@@ -59,6 +60,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(portfolio_router, prefix="/api/v1")
     app.include_router(orders_router, prefix="/api/v1")
     app.include_router(watchlists_router, prefix="/api/v1")
+    app.include_router(payments_router, prefix="/api/v1")
     app.include_router(quotes_router, prefix="/api/v1/trading/realtime")
     app.include_router(subscriptions_router, prefix="/api/v1/admin/websocket/subscriptions")
     return app

@@ -76,6 +76,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default=Role.USER.value)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    # Premium status lasts until this instant (bought with a PREMIUM product); null: never had it.
+    premium_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class Subscription(Base):
@@ -114,12 +116,16 @@ class Account(Base):
         CheckConstraint("cash >= 0", name="cash_not_negative"),
         CheckConstraint("held_cash >= 0", name="held_cash_not_negative"),
         CheckConstraint("held_cash <= cash", name="held_cash_within_cash"),
+        CheckConstraint("clawback_due >= 0", name="clawback_due_not_negative"),
     )
 
     user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"), primary_key=True,
                                          autoincrement=False)
     cash: Mapped[int] = mapped_column(BigInteger)
     held_cash: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Virtual cash still owed after a refunded payment's clawback found too little available
+    # cash; collected from later credits (docs/PAYMENTS.md, "Refunds").
+    clawback_due: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now,
                                                  onupdate=utc_now)
@@ -339,3 +345,73 @@ class WatchlistItem(Base):
                                                                 ondelete="CASCADE"))
     code: Mapped[str] = mapped_column(String(16))
     added_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+
+
+class PaymentStatus(StrEnum):
+    """Our record of a payment. PREPARED until PortOne reports an outcome; CANCELLED and
+    MISMATCH are final. PAID and the cancelled states imply the product was granted, except a
+    CANCELLED payment never seen paid (nothing granted, nothing to take back)."""
+
+    PREPARED = "PREPARED"
+    PAID = "PAID"
+    FAILED = "FAILED"
+    PARTIAL_CANCELLED = "PARTIAL_CANCELLED"
+    CANCELLED = "CANCELLED"
+    MISMATCH = "MISMATCH"  # PortOne's amount, currency or order name differ: nothing granted
+
+
+class Payment(Base):
+    """A real-money payment through PortOne for one catalog product, with the product's terms
+    copied at preparation. `payment_id` is ours (PortOne's paymentId). Changed only under a row
+    lock by `api.payments.sync`."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("cancelled_amount >= 0 AND cancelled_amount <= amount",
+                        name="cancelled_within_amount"),
+        CheckConstraint("credit >= 0 AND clawed_back >= 0 AND clawed_back <= credit",
+                        name="clawed_back_within_credit"),
+        CheckConstraint("premium_days >= 0 AND premium_revoked_s >= 0",
+                        name="premium_not_negative"),
+        Index("ix_payments_user_id_id", "user_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    payment_id: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"))
+    product_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    order_name: Mapped[str] = mapped_column(String(128))
+    amount: Mapped[int] = mapped_column(BigInteger)  # real money, in `currency`
+    currency: Mapped[str] = mapped_column(String(3))
+    credit: Mapped[int] = mapped_column(BigInteger, default=0)  # virtual KRW (CASH)
+    premium_days: Mapped[int] = mapped_column(Integer, default=0)  # (PREMIUM)
+    status: Mapped[str] = mapped_column(String(24), default=PaymentStatus.PREPARED.value)
+    portone_status: Mapped[str | None] = mapped_column(String(32), nullable=True)  # last seen
+    # Refunds: the real money PortOne reports cancelled, and what was taken back for it.
+    cancelled_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    clawed_back: Mapped[int] = mapped_column(BigInteger, default=0)  # virtual KRW, owed or not
+    premium_revoked_s: Mapped[int] = mapped_column(BigInteger, default=0)
+    mismatch: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    paid_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)  # granted
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now,
+                                                 onupdate=utc_now)
+
+    @property
+    def granted(self) -> bool:
+        return self.paid_at is not None
+
+
+class WebhookEvent(Base):
+    """A PortOne webhook already handled, by its `webhook-id`: kept forever, since PortOne
+    retries a delivery for hours and a duplicate must never act twice."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(String(128), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    payment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)

@@ -14,6 +14,7 @@ from redis.backoff import NoBackoff
 
 from api.auth.tokens import AccessTokenCache
 from api.db import Database, make_engine
+from api.payments.portone import PortOne
 from api.quotes.cache import QuoteCache
 from api.settings import ApiSettings
 from relayer.bus import BusNames, TopicTemplate
@@ -31,6 +32,7 @@ class Resources:
     topics: TopicTemplate
     quote_cache: QuoteCache
     access_tokens: AccessTokenCache
+    portone: PortOne
 
     @classmethod
     def open(cls, settings: ApiSettings) -> Resources:
@@ -56,7 +58,12 @@ class Resources:
                    redis, blocking_redis,
                    BusNames(settings.stocking_ns), TopicTemplate(settings.relayer_topic_template),
                    QuoteCache(settings.quote_cache_ttl_s),
-                   AccessTokenCache(settings.signing_key()))
+                   AccessTokenCache(settings.signing_key()),
+                   PortOne(api_secret=settings.portone_v2_api_secret.get_secret_value(),
+                           webhook_secret=settings.portone_webhook_secret.get_secret_value(),
+                           base_url=settings.portone_api_base_url,
+                           store_id=settings.portone_store_id,
+                           timeout_s=settings.portone_timeout_s))
 
     async def close(self) -> None:
         await self.redis.aclose()

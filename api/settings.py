@@ -7,16 +7,29 @@ the environment. Development defaults are refused in production (`STOCKING_ENV=p
 
 from __future__ import annotations
 
+import base64
+import binascii
 import secrets
 from datetime import time
 from decimal import Decimal
 from enum import StrEnum
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from api.payments.catalog import DEFAULT_PRODUCTS, Product, check_catalog
 
 DEFAULT_TOPIC_TEMPLATE = "/topic/v1/kr/stock/trade/{code}"
 JWT_MIN_KEY_BYTES = 32
+
+# PortOne development placeholders: PortOne refuses them, they cannot be mistaken for real
+# credentials, and production refuses to start with any of them (or with none).
+DEV_PORTONE_STORE_ID = "store-development-only"
+DEV_PORTONE_CHANNEL_KEY = "channel-key-development-only"
+DEV_PORTONE_API_SECRET = "development-only-not-a-portone-api-secret"
+# The SDK wants `whsec_` + base64; this is base64 of "development-only-webhook-secret".
+DEV_PORTONE_WEBHOOK_SECRET = "whsec_ZGV2ZWxvcG1lbnQtb25seS13ZWJob29rLXNlY3JldA=="
+WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
 class Environment(StrEnum):
@@ -96,6 +109,18 @@ class ApiSettings(BaseSettings):
     fills_block_ms: int = Field(1000, gt=0)
     fills_consumer_group: str = "fills"
 
+    # Payments (PortOne V2, docs/PAYMENTS.md). The products a payment can buy, and PortOne's
+    # coordinates: the store and channel the browser SDK pays into, the V2 API secret our
+    # server asks PortOne with, and the secret PortOne signs webhooks with.
+    payment_products: tuple[Product, ...] = DEFAULT_PRODUCTS
+    portone_store_id: str = DEV_PORTONE_STORE_ID
+    portone_channel_key: str = DEV_PORTONE_CHANNEL_KEY
+    portone_v2_api_secret: SecretStr = SecretStr(DEV_PORTONE_API_SECRET)
+    portone_webhook_secret: SecretStr = SecretStr(DEV_PORTONE_WEBHOOK_SECRET)
+    portone_api_base_url: str = "https://api.portone.io"
+    # One question to PortOne (the SDK's own timeout is 60 s): past this, 503 and no credit.
+    portone_timeout_s: float = Field(10.0, gt=0)
+
     # Operations. /ready gives each check (Redis, SQL, relayer health) this long.
     ready_timeout_s: float = Field(1.0, gt=0)
     # Set by gunicorn.conf.py before the workers start: each worker writes its metrics there,
@@ -104,9 +129,48 @@ class ApiSettings(BaseSettings):
 
     log_level: str = "INFO"
 
+    @field_validator("payment_products")
+    @classmethod
+    def _unique_products(cls, products: tuple[Product, ...]) -> tuple[Product, ...]:
+        check_catalog(products)
+        return products
+
+    @field_validator("portone_api_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, url: str) -> str:
+        return url.rstrip("/")  # the SDK appends "/payments/..." as is
+
+    @field_validator("portone_webhook_secret")
+    @classmethod
+    def _webhook_secret_format(cls, secret: SecretStr) -> SecretStr:
+        value = secret.get_secret_value()
+        try:
+            ok = (value.startswith(WEBHOOK_SECRET_PREFIX)
+                  and len(base64.b64decode(value[len(WEBHOOK_SECRET_PREFIX):],
+                                           validate=True)) > 0)
+        except binascii.Error:
+            ok = False
+        if not ok:
+            raise ValueError("PORTONE_WEBHOOK_SECRET is `whsec_` followed by base64, as the "
+                             "PortOne console shows it")
+        return secret
+
     @model_validator(mode="after")
     def _refuse_development_defaults_in_production(self) -> ApiSettings:
         if self.stocking_env is Environment.PRODUCTION:
+            placeholders = {
+                "PORTONE_STORE_ID": (self.portone_store_id, DEV_PORTONE_STORE_ID),
+                "PORTONE_CHANNEL_KEY": (self.portone_channel_key, DEV_PORTONE_CHANNEL_KEY),
+                "PORTONE_V2_API_SECRET": (self.portone_v2_api_secret.get_secret_value(),
+                                          DEV_PORTONE_API_SECRET),
+                "PORTONE_WEBHOOK_SECRET": (self.portone_webhook_secret.get_secret_value(),
+                                           DEV_PORTONE_WEBHOOK_SECRET),
+            }
+            unset = [name for name, (value, placeholder) in placeholders.items()
+                     if not value or value == placeholder]
+            if unset:
+                raise ValueError(f"{', '.join(unset)} must be set in production (the "
+                                 "development placeholders are refused)")
             key = self.jwt_secret_key.get_secret_value() if self.jwt_secret_key else ""
             if len(key.encode()) < JWT_MIN_KEY_BYTES:
                 raise ValueError(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, computed_field
 
 from api.auth.passwords import MAX_PASSWORD_LENGTH
 from api.models import Role
@@ -46,3 +46,10 @@ class UserOut(BaseModel):
     email: str
     role: Role
     created_at: datetime
+    premium_until: datetime | None = Field(
+        description="end of the premium period bought with payments; null if never bought")
+
+    @computed_field(description="premium status now")  # type: ignore[prop-decorator]
+    @property
+    def premium(self) -> bool:
+        return self.premium_until is not None and self.premium_until > datetime.now(UTC)

@@ -21,12 +21,13 @@ class CashOut(BaseModel):
     cash: int = Field(description="total cash, KRW (includes held cash)")
     held_cash: int = Field(description="part of cash reserved for open orders")
     available_cash: int = Field(description="cash - held_cash: what can be spent or withdrawn")
+    clawback_due: int = Field(0, description="virtual cash still owed for a refunded payment")
     currency: str = "KRW"
 
     @classmethod
     def of(cls, account: Account) -> CashOut:
         return cls(cash=account.cash, held_cash=account.held_cash,
-                   available_cash=account.available_cash)
+                   available_cash=account.available_cash, clawback_due=account.clawback_due)
 
 
 class LedgerEntryOut(BaseModel):

@@ -153,18 +153,53 @@ def check_amount(amount: int, max_krw: int, what: str) -> None:
 
 def deposit(session: Session, user_id: int, amount: int, *,
             max_krw: int) -> tuple[Account, LedgerEntry]:
-    """Credit virtual cash to the user's account."""
+    """Credit virtual cash to the user's account (which first pays any clawback owed)."""
     check_amount(amount, max_krw, "deposit")
     account = lock_account(session, user_id)
-    return account, post(session, account, LedgerType.DEPOSIT, amount)
+    entry = post(session, account, LedgerType.DEPOSIT, amount)
+    collect_clawback(session, account)
+    return account, entry
 
 
 def withdraw(session: Session, user_id: int, amount: int, *,
              max_krw: int) -> tuple[Account, LedgerEntry]:
-    """Debit virtual cash from the user's account, never below the held cash."""
+    """Debit virtual cash from the user's account, never below the held cash, and never while
+    a clawback is still owed (409 `clawback_outstanding`)."""
     check_amount(amount, max_krw, "withdrawal")
     account = lock_account(session, user_id)
+    collect_clawback(session, account)
+    if account.clawback_due > 0:
+        raise Conflict(f"withdrawals are blocked while {account.clawback_due} KRW taken back "
+                       "for a refunded payment is still owed", code="clawback_outstanding",
+                       clawback_due=account.clawback_due)
     return account, post(session, account, LedgerType.WITHDRAW, -amount)
+
+
+# --- clawbacks (docs/PAYMENTS.md, "Refunds") -----------------------------------------------------
+
+
+def claw_back(session: Session, account: Account, amount: int, reference: str) -> int:
+    """Take `amount` of virtual cash back from a locked account for a refunded payment: what
+    is available now as one REFUND row (`reference`), the rest recorded as owed. Returns the
+    part owed."""
+    if amount <= 0:
+        return 0
+    taken = min(amount, account.available_cash)
+    if taken > 0:
+        post(session, account, LedgerType.REFUND, -taken, reference)
+    owed = amount - taken
+    account.clawback_due += owed
+    return owed
+
+
+def collect_clawback(session: Session, account: Account) -> LedgerEntry | None:
+    """Pay what the locked account owes from clawbacks out of its available cash, as far as it
+    goes, as one REFUND row without a reference. Called after every credit to the account."""
+    taken = min(account.clawback_due, account.available_cash)
+    if taken <= 0:
+        return None
+    account.clawback_due -= taken
+    return post(session, account, LedgerType.REFUND, -taken)
 
 
 # --- reading the ledger --------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.ledger.service import post
+from api.ledger.service import collect_clawback, post
 from api.market.rules import Costs
 from api.models import Account, Fill, LedgerType, Order, OrderStatus, Position, Side
 
@@ -129,4 +129,6 @@ def apply_fill(session: Session, account: Account, order: Order, position: Posit
              reference_is_new=True)
     if tax:
         post(session, account, LedgerType.TAX, -tax, reference, reference_is_new=True)
+    if sell and account.clawback_due:
+        collect_clawback(session, account)  # sale proceeds pay a refund's clawback first
     return fill

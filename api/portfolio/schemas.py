@@ -18,6 +18,9 @@ class AccountSummaryOut(BaseModel):
     realized_pnl: int = Field(description="from closed parts of positions, net of all costs")
     unrealized_pnl: int = Field(description="market_value - book cost of open positions")
     stale_quotes: list[str] = Field(description="codes valued at a stale or missing quote")
+    clawback_due: int = Field(description="virtual cash still owed for a refunded payment; "
+                                          "taken from the next credits, and withdrawals wait "
+                                          "until it is 0")
     currency: str = "KRW"
 
     @classmethod
@@ -26,7 +29,8 @@ class AccountSummaryOut(BaseModel):
         return cls(cash=account.cash, held_cash=account.held_cash,
                    available_cash=account.available_cash, market_value=value.market_value,
                    equity=value.equity, realized_pnl=value.realized_pnl,
-                   unrealized_pnl=value.unrealized_pnl, stale_quotes=value.stale_codes)
+                   unrealized_pnl=value.unrealized_pnl, stale_quotes=value.stale_codes,
+                   clawback_due=account.clawback_due)
 
 
 class PositionOut(BaseModel):

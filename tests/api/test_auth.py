@@ -99,7 +99,8 @@ def test_register_answers_201_with_the_account_as_users_me_shows_it(client: Test
 
     assert response.status_code == 201, response.text
     body = response.json()
-    assert set(body) == {"id", "email", "role", "created_at"}
+    assert set(body) == {"id", "email", "role", "created_at", "premium_until", "premium"}
+    assert (body["premium_until"], body["premium"]) == (None, False)
     assert isinstance(body["id"], int)
     assert body["email"] == "alice@example.com"
     assert body["role"] == "user"

@@ -71,7 +71,8 @@ def test_a_new_user_starts_with_the_initial_deposit(client: TestClient,
     assert response.status_code == 200, response.text
     assert response.json() == {"cash": INITIAL, "held_cash": 0, "available_cash": INITIAL,
                                "market_value": 0, "equity": INITIAL, "realized_pnl": 0,
-                               "unrealized_pnl": 0, "stale_quotes": [], "currency": "KRW"}
+                               "unrealized_pnl": 0, "stale_quotes": [], "clawback_due": 0,
+                               "currency": "KRW"}
     [row] = rows_of(client, alice)
     assert (row["type"], row["amount"], row["balance_before"], row["balance_after"]) == (
         "DEPOSIT", INITIAL, 0, INITIAL)

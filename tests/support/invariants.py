@@ -18,6 +18,8 @@ from api.models import (
     LedgerEntry,
     LedgerType,
     Order,
+    Payment,
+    PaymentStatus,
     Position,
     Side,
 )
@@ -86,6 +88,39 @@ def check_trading(session: Session, user_id: int | None = None) -> None:
         assert flows == sum(p.realized_pnl - p.cost_basis for p in own), account.user_id
 
 
+def check_payments(session: Session, user_id: int | None = None) -> None:
+    """Every PAYMENT row credits a granted cash payment of its user, once and in full; what
+    refunds took back (REFUND rows, plus what is still owed) is what the payments record as
+    clawed back; only granted payments are PAID or refunded."""
+    payments = list(session.scalars(_mine(select(Payment), Payment, user_id)))
+    by_id = {payment.payment_id: payment for payment in payments}
+    credits = list(session.scalars(_mine(select(LedgerEntry), LedgerEntry, user_id)
+                                   .where(LedgerEntry.type == LedgerType.PAYMENT.value)))
+    assert len({row.reference for row in credits}) == len(credits)
+    for row in credits:
+        payment = by_id[str(row.reference)]
+        assert payment.user_id == row.user_id and payment.granted, payment.payment_id
+        assert row.amount == payment.credit, payment.payment_id
+    credited = {str(row.reference) for row in credits}
+    for payment in payments:
+        granted_cash = payment.granted and payment.kind == "CASH"
+        assert (payment.payment_id in credited) == granted_cash, payment.payment_id
+        if payment.status in (PaymentStatus.PAID, PaymentStatus.PARTIAL_CANCELLED):
+            assert payment.granted, payment.payment_id
+        if payment.status in (PaymentStatus.PREPARED, PaymentStatus.FAILED,
+                              PaymentStatus.MISMATCH):
+            assert not payment.granted and payment.clawed_back == 0, payment.payment_id
+        if payment.kind == "CASH":
+            assert payment.clawed_back == (payment.credit * payment.cancelled_amount
+                                           // payment.amount), payment.payment_id
+    for account in session.scalars(_mine(select(Account), Account, user_id)):
+        refunded = -sum(session.scalars(select(LedgerEntry.amount).where(
+            LedgerEntry.user_id == account.user_id,
+            LedgerEntry.type == LedgerType.REFUND.value)))
+        clawed = sum(p.clawed_back for p in payments if p.user_id == account.user_id)
+        assert refunded + account.clawback_due == clawed, account.user_id
+
+
 def _mine(query: Select[T], model: Any, user_id: int | None) -> Select[T]:
     return query if user_id is None else query.where(model.user_id == user_id)
 
@@ -93,3 +128,4 @@ def _mine(query: Select[T], model: Any, user_id: int | None) -> Select[T]:
 def assert_invariants(db: Database) -> None:
     db.call(check_ledger)
     db.call(check_trading)
+    db.call(check_payments)
