@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,13 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.db import Database, make_engine
 from api.market.rules import PriceBand
 from tests.conftest import RedisServer
+from tests.support.concurrency import concurrently
 from tests.support.env import REPO, free_port, scaled
+from tests.support.fake_portone import FakePortOne, signed_webhook, webhook_body, webhook_secret
+from tests.support.invariants import assert_invariants
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +42,9 @@ pytestmark = pytest.mark.slow
 CONTROLLED = ("REDIS_URL", "DATABASE_URL", "PORT", "WEB_CONCURRENCY", "SIM_HOST", "SIM_PORT",
               "STOCKING_ENV", "STOCKING_NS", "JWT_SECRET_KEY", "STOCKING_ADMIN_EMAIL",
               "STOCKING_ADMIN_PASSWORD", "PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS",
-              "RELAYER_UPSTREAM", "RELAYER_UPSTREAM_URL", "RELAYER_SUBSCRIBE")
+              "RELAYER_UPSTREAM", "RELAYER_UPSTREAM_URL", "RELAYER_SUBSCRIBE",
+              "PORTONE_STORE_ID", "PORTONE_CHANNEL_KEY", "PORTONE_V2_API_SECRET",
+              "PORTONE_WEBHOOK_SECRET", "PORTONE_API_BASE_URL", "PAYMENT_PRODUCTS")
 
 
 def environment(**settings: str) -> dict[str, str]:
@@ -136,6 +143,14 @@ def health_requests_per_worker(metrics_dir: Path) -> dict[str, float]:
     return per_worker
 
 
+def start_gunicorn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "api.main:app"],
+            cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True)  # its own process group: a failed test kills the workers too
+
+
 def test_gunicorn_two_workers_metrics_add_up_and_sigterm_frees_the_port(
     tmp_path: Path, redis_server: RedisServer, database_url: str
 ) -> None:
@@ -144,11 +159,7 @@ def test_gunicorn_two_workers_metrics_add_up_and_sigterm_frees_the_port(
     log = tmp_path / "gunicorn.log"
     env = environment(REDIS_URL=redis_server.url, DATABASE_URL=database_url, PORT=str(port),
                       WEB_CONCURRENCY="2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
-    with log.open("wb") as output:
-        gunicorn = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "api.main:app"],
-            cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
-            start_new_session=True)  # its own process group: a failed test kills the workers too
+    gunicorn = start_gunicorn(env, log)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: answers(f"{base}/health"), "answer on /health", 60, gunicorn, log)
@@ -197,6 +208,72 @@ def test_gunicorn_two_workers_metrics_add_up_and_sigterm_frees_the_port(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(gunicorn.pid, signal.SIGKILL)  # the master and any worker left behind
         gunicorn.wait()
+
+
+def test_a_payment_is_credited_once_whichever_gunicorn_worker_answers(
+    tmp_path: Path, redis_server: RedisServer, database_url: str
+) -> None:
+    """The whole PortOne flow over real HTTP, against the fake PortOne, with the browser's
+    completes and PortOne's duplicate webhooks racing across two worker processes."""
+    port, secret = free_port(), webhook_secret()
+    log = tmp_path / "gunicorn.log"
+    with FakePortOne(secret="platform-test-portone-secret") as portone:
+        env = environment(REDIS_URL=redis_server.url, DATABASE_URL=database_url,
+                          PORT=str(port), WEB_CONCURRENCY="2",
+                          PORTONE_STORE_ID=portone.store_id,
+                          PORTONE_CHANNEL_KEY=portone.channel_key,
+                          PORTONE_V2_API_SECRET=portone.secret, PORTONE_WEBHOOK_SECRET=secret,
+                          PORTONE_API_BASE_URL=portone.base_url)
+        gunicorn = start_gunicorn(env, log)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(lambda: len(re.findall(r"Application startup complete",
+                                            log.read_text())) == 2,
+                     "two workers started", 60, gunicorn, log)
+            account = {"email": "payer@example.com", "password": "payer-password-0001"}
+            assert http("POST", f"{base}/api/v1/auth/register", account)[0] == 201
+            status, body = http("POST", f"{base}/api/v1/auth/login", account)
+            assert status == 200, body
+            user = {"authorization": f"Bearer {json.loads(body)['access_token']}"}
+            status, body = http("POST", f"{base}/api/v1/payments/portone/prepare",
+                                {"product_id": "cash-10m"}, user)
+            assert status == 201, body
+            prepared = json.loads(body)["data"]
+            assert (prepared["store_id"], prepared["amount"]) == (portone.store_id, 1_000)
+            payment_id = prepared["payment_id"]
+            # The buyer pays in the browser: PortOne now reports the payment paid.
+            portone.set_payment(payment_id, status="PAID", amount=prepared["amount"],
+                                order_name=prepared["order_name"])
+            webhook = webhook_body("Transaction.Paid", payment_id, portone.store_id)
+            signed = signed_webhook(secret, webhook, msg_id="msg_platform",
+                                    timestamp=datetime.now(UTC))
+
+            def arrive(index: int) -> int:
+                if index % 2:
+                    return http("POST", f"{base}/api/v1/payments/portone/complete",
+                                {"payment_id": payment_id}, user)[0]
+                request = urllib.request.Request(
+                    f"{base}/api/v1/payments/portone/webhook", data=webhook, method="POST",
+                    headers={**signed, "content-type": "application/json"})
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return int(answer.status)
+
+            assert concurrently(20, arrive) == [200] * 20
+            status, body = get(f"{base}/api/v1/transactions?type=PAYMENT", user)
+            assert [(row["amount"], row["reference"]) for row in json.loads(body)["items"]] == [
+                (10_000_000, payment_id)]
+            status, body = get(f"{base}/api/v1/payments/{payment_id}", user)
+            assert json.loads(body)["data"]["status"] == "PAID"
+            assert len(portone.requests_for(payment_id)) >= 2
+            db = Database(make_engine(database_url))
+            try:
+                assert_invariants(db)
+            finally:
+                db.dispose()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(gunicorn.pid, signal.SIGKILL)
+            gunicorn.wait()
 
 
 def test_start_services_runs_the_platform_and_ctrl_c_stops_all_of_it(
