@@ -42,6 +42,7 @@ from api.payments.schemas import (
     WebhookAck,
 )
 from api.resources import Resources
+from api.system.metrics import PAYMENT_SYNCS
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,12 @@ def _apply(session: Session, payment_id: str, remote: RemotePayment,
     return PaymentOut.model_validate(sync.apply_remote(session, payment_id, remote, store_id))
 
 
+def _counted(payment: PaymentOut) -> PaymentOut:
+    """Counted once its transaction has committed (a retried one would count twice)."""
+    PAYMENT_SYNCS.labels(status=payment.status.value).inc()
+    return payment
+
+
 @router.post("/payments/portone/complete", responses=problems({
     404: "`payment_not_found` (none of yours has this id)",
     409: "`payment_not_started`: PortOne has no payment with this id yet",
@@ -117,8 +124,8 @@ async def complete(body: CompleteRequest, principal: CurrentUser,
     except PortOneNotFound as exc:
         raise Conflict("PortOne has no payment with this id yet: call requestPayment first",
                        code="payment_not_started") from exc
-    return PaymentEnvelope(data=await resources.db.run_retrying(
-        _apply, payment.payment_id, remote, resources.settings.portone_store_id))
+    return PaymentEnvelope(data=_counted(await resources.db.run_retrying(
+        _apply, payment.payment_id, remote, resources.settings.portone_store_id)))
 
 
 def _remember_and_apply(session: Session, event: WebhookEvent, remote: RemotePayment,
@@ -173,7 +180,7 @@ async def webhook(request: Request, resources: ResourcesDep) -> WebhookAck:
         raise ServiceUnavailable("PortOne does not know this payment yet",
                                  code="portone_unavailable") from exc
     try:
-        payment = await db.run_retrying(_remember_and_apply, event, remote, store_id)
+        payment = _counted(await db.run_retrying(_remember_and_apply, event, remote, store_id))
     except service.DuplicateWebhook:
         return WebhookAck(status="duplicate")
     return WebhookAck(status="processed", payment_status=payment.status)

@@ -3,6 +3,8 @@
 - HTTP: every request is counted and timed by `MetricsMiddleware`, a plain ASGI middleware,
   labelled by method, route template (`/api/v1/orders/{id}`, never the raw path: one series per
   route, not per id) and status.
+- Payments: every sync of a payment with PortOne (complete or webhook) that was applied,
+  labelled by the payment's status after it; alert on `status="MISMATCH"` (docs/PAYMENTS.md).
 - Relayer: its figures are read from its health hash at scrape time (`RelayerCollector`), so
   every scrape sees the relayer as it is now, whichever API process answers.
 
@@ -37,7 +39,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.quotes.schemas import DaemonHealthOut
 
-__all__ = ["CONTENT_TYPE_LATEST", "MetricsMiddleware", "RelayerCollector", "render"]
+__all__ = ["CONTENT_TYPE_LATEST", "PAYMENT_SYNCS", "MetricsMiddleware", "RelayerCollector",
+           "render"]
 
 # Route label of a request that matched no route (a 404): one series for all of them.
 UNMATCHED = "unmatched"
@@ -54,6 +57,12 @@ LATENCY = Histogram(
     "stocking_http_request_duration_seconds",
     "Time from receiving an HTTP request to the end of its response",
     ["method", "route", "status"], buckets=LATENCY_BUCKETS,
+)
+
+PAYMENT_SYNCS = Counter(
+    "stocking_payment_syncs_total",
+    "Payments checked with PortOne and applied (complete or webhook), by resulting status",
+    ["status"],
 )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr, ValidationError
 
 from api.models import Payment
@@ -114,6 +115,16 @@ def ledger(client: TestClient, user: dict[str, str]) -> list[tuple[str, int, str
 
 def payment_credits(client: TestClient, user: dict[str, str]) -> list[tuple[str, int, str | None]]:
     return [row for row in ledger(client, user) if row[0] == "PAYMENT"]
+
+
+def synced(client: TestClient, status: str) -> float:
+    """stocking_payment_syncs_total{status} as /metrics shows it (0 before the first)."""
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if (sample.name == "stocking_payment_syncs_total"
+                    and sample.labels.get("status") == status):
+                return float(sample.value)
+    return 0.0
 
 
 def stored(client: TestClient, payment_id: str) -> Payment:
@@ -248,10 +259,12 @@ def test_a_payment_that_differs_from_the_prepared_one_credits_nothing(
         change: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     payment_id = prepare(client, alice)
     pay(portone, payment_id, **change)
+    alerts = synced(client, "MISMATCH")
 
     data = complete(client, alice, payment_id)
 
     assert data["status"] == "MISMATCH"
+    assert synced(client, "MISMATCH") == alerts + 1
     assert payment_credits(client, alice) == []
     assert cash(client, alice)["cash"] == INITIAL
     assert stored(client, payment_id).mismatch is not None
