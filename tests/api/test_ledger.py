@@ -334,13 +334,15 @@ def test_a_reference_is_recorded_once_per_type(client: TestClient, alice: dict[s
     user_id = alice_id(client)
     db = database(client)
 
-    def pay(session: Session) -> int:
+    # (A PAYMENT row must credit a payment record, which the invariants check: a DEPOSIT
+    # with an outside reference shows the same rule.)
+    def credit(session: Session) -> int:
         return service.post(session, service.lock_account(session, user_id),
-                            LedgerType.PAYMENT, 5_000, reference="pay_123").id
+                            LedgerType.DEPOSIT, 5_000, reference="transfer-123").id
 
-    db.call(pay)
+    db.call(credit)
     with pytest.raises(Conflict) as refused:
-        db.call(pay)
+        db.call(credit)
     assert refused.value.code == "duplicate_ledger_reference"
     assert client.get(ACCOUNT, headers=alice).json()["cash"] == INITIAL + 5_000
 

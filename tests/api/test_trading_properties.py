@@ -1,7 +1,9 @@
 """A stateful property test of the money invariants: Hypothesis drives random sequences of
-deposits, withdrawals, market and limit orders, fills from ticks, cancels, modifications and
-expiries through the real services on the real database (MariaDB when reachable), and after
-every step the invariants of tests/support/invariants.py must hold. Refusals are expected
+deposits, withdrawals, market and limit orders, fills from ticks, cancels, modifications,
+expiries, and payments with whatever PortOne reports of them (paid, failed, refunded in part or
+in full, tampered; in any order, repeated, stale answers after fresh ones) through the real
+services on the real database (MariaDB when reachable), and after every step the invariants of
+tests/support/invariants.py must hold. Refusals are expected
 (a sell without shares, a buy without cash); a refusal must change nothing."""
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ from api.fills import store
 from api.fills.matching import Tick, candidates
 from api.ledger import service as ledger
 from api.market.rules import Costs, PriceBand
-from api.models import OrderType, Role, Side, TimeInForce, User
+from api.models import OrderType, Payment, Role, Side, TimeInForce, User
 from api.orders import checks
 from api.orders import service as orders
 from api.orders.checks import OrderRequest
 from api.orders.snapshot import MarketSnapshot
-from tests.support.invariants import check_ledger, check_trading
+from api.payments import service as payments
+from api.payments import sync
+from api.payments.catalog import Product, ProductKind
+from api.payments.portone import RemotePayment
+from tests.support.invariants import check_ledger, check_payments, check_trading
 from tests.support.quotes import make_quote
 
 CODE = "A005930"
@@ -41,6 +47,14 @@ RULES = orders.TradingRules(Costs(Decimal("0.00015"), Decimal("0.0020")),
 PRICES = (st.integers(695, 715).map(lambda n: n * 100)
           | st.integers(-(-BAND.lower // 100), BAND.upper // 100).map(lambda n: n * 100))
 _emails = count()
+STORE = "store-properties"
+# Packs of the same order of size as the cash, so that a refund often finds part of it spent.
+PRODUCTS = (st.builds(Product, id=st.just("cash"), kind=st.just(ProductKind.CASH),
+                      name=st.just("cash pack"), price=st.integers(100, 20_000),
+                      credit=st.integers(1, 8_000_000))
+            | st.builds(Product, id=st.just("premium"), kind=st.just(ProductKind.PREMIUM),
+                        name=st.just("premium"), price=st.integers(100, 20_000),
+                        premium_days=st.integers(1, 400)))
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +92,8 @@ class Trading(RuleBasedStateMachine):
         self.stream_ms = int(datetime.now(UTC).timestamp() * 1000)
         self.last_id = "0-0"
         self.seq = 0
+        self.payments: list[tuple[str, Product]] = []
+        self.granted: set[str] = set()
         self.order_ids: list[int] = []
 
     def snapshot(self, price: int) -> MarketSnapshot:
@@ -90,8 +106,10 @@ class Trading(RuleBasedStateMachine):
         except ApiError:
             return None  # refused: the transaction rolled back, nothing changed
 
-    @initialize(cash=st.integers(3_000_000, 20_000_000))
-    def open_account(self, cash: int) -> None:
+    @initialize(cash=st.integers(3_000_000, 20_000_000), product=PRODUCTS, paid=st.booleans())
+    def open_account(self, cash: int, product: Product, paid: bool) -> None:
+        """A user with cash and a first payment (so that the payment rules have one to act
+        on from the start), which PortOne reports paid half of the time."""
         def make(session: Session) -> int:
             user = User(email=f"prop{next(_emails)}@example.com", password_hash="x",
                         role=Role.USER.value)
@@ -100,6 +118,13 @@ class Trading(RuleBasedStateMachine):
             ledger.open_account(session, user.id, cash)
             return user.id
         self.user_id = self.database.call(make)
+        self.prepare_payment(product)
+        if paid:
+            payment_id, _ = self.payments[-1]
+            self.attempt(sync.apply_remote, payment_id, RemotePayment(
+                payment_id=payment_id, status="PAID", store_id=STORE, order_name=product.name,
+                currency=product.currency, total=product.price, cancelled=0), STORE)
+            self.granted.add(payment_id)
 
     @rule(amount=st.integers(1, 3_000_000))
     def deposit(self, amount: int) -> None:
@@ -108,6 +133,12 @@ class Trading(RuleBasedStateMachine):
     @rule(amount=st.integers(1, 3_000_000))
     def withdraw(self, amount: int) -> None:
         self.attempt(ledger.withdraw, self.user_id, amount, max_krw=10**9)
+
+    def withdraw_everything_available(self) -> None:
+        def available(session: Session) -> int:
+            return ledger.get_account(session, self.user_id).available_cash
+        if (amount := self.database.call(available)) > 0:
+            self.attempt(ledger.withdraw, self.user_id, amount, max_krw=10**12)
 
     @rule(side=st.sampled_from(Side), quantity=st.integers(1, 40), last=PRICES,
           limit=st.none() | PRICES,
@@ -163,16 +194,62 @@ class Trading(RuleBasedStateMachine):
             if user_id == self.user_id:
                 self.database.call(orders.expire, order_id, user_id, later)
 
+    @rule(product=PRODUCTS)
+    def prepare_payment(self, product: Product) -> None:
+        payment = self.database.call(payments.prepare, self.user_id, product)
+        self.payments.append((payment.payment_id, product))
+
+    def portone_says(self, data: st.DataObject, status: str, cancelled: int = 0,
+                     tampered: bool = False, granted_first: bool = False) -> None:
+        """What PortOne says of one payment reaches a sync (a complete or a webhook).
+        `granted_first`: about a payment already granted, when there is one (refunds of those
+        are what take cash back)."""
+        granted = [entry for entry in self.payments if entry[0] in self.granted]
+        choices = granted if granted_first and granted else self.payments
+        if not choices:
+            return
+        payment_id, product = data.draw(st.sampled_from(choices))
+        remote = RemotePayment(payment_id=payment_id, status=status, store_id=STORE,
+                               order_name=product.name, currency=product.currency,
+                               total=product.price + (1 if tampered else 0),
+                               cancelled=min(cancelled, product.price))
+        payment = self.attempt(sync.apply_remote, payment_id, remote, STORE)
+        if isinstance(payment, Payment) and payment.granted:
+            self.granted.add(payment_id)
+
+    @rule(data=st.data(), tampered=st.integers(0, 9).map(lambda n: n == 0))
+    def portone_says_paid(self, data: st.DataObject, tampered: bool) -> None:
+        self.portone_says(data, "PAID", tampered=tampered)
+
+    @rule(data=st.data(), status=st.sampled_from(("READY", "PAY_PENDING", "FAILED")))
+    def portone_says_not_paid(self, data: st.DataObject, status: str) -> None:
+        self.portone_says(data, status)
+
+    @rule(data=st.data(), refunded=st.integers(1, 20_000), full=st.booleans(),
+          spent_first=st.booleans())
+    def portone_says_refunded(self, data: st.DataObject, refunded: int, full: bool,
+                              spent_first: bool) -> None:
+        """A refund, partial or full, perhaps once the cash is gone (so that what it takes
+        back is owed). Answers about one payment come in any order, so a smaller refund may
+        follow a larger one."""
+        if spent_first:
+            self.withdraw_everything_available()
+        if full:
+            self.portone_says(data, "CANCELLED", cancelled=10**9, granted_first=True)
+        else:
+            self.portone_says(data, "PARTIAL_CANCELLED", cancelled=refunded, granted_first=True)
+
     @invariant()
     def money_adds_up(self) -> None:
         if self.user_id:
             self.database.call(check_ledger, self.user_id)
             self.database.call(check_trading, self.user_id)
+            self.database.call(check_payments, self.user_id)
 
 
 def test_money_invariants_hold_in_any_sequence_of_operations(db: Database) -> None:
     Trading.database = db
     run = Trading.TestCase
-    run.settings = settings(max_examples=40, stateful_step_count=30, deadline=None,
+    run.settings = settings(max_examples=40, stateful_step_count=40, deadline=None,
                             suppress_health_check=[HealthCheck.too_slow])
     run().runTest()
