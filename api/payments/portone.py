@@ -150,12 +150,13 @@ class PortOne:
             raise WebhookRejected(str(exc.reason)) from exc
         except InvalidInputError as exc:  # our secret is malformed: settings refuse that
             raise PortOneUnavailable(f"the webhook secret is unusable: {exc}") from exc
-        # Authentic from here on. The SDK gives typed events for the types it knows and the
-        # parsed dict for others; read the type and ids from the signed body either way.
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise WebhookRejected("BODY_NOT_JSON") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            # Signed, but not a webhook body the SDK can read (it parses only after checking
+            # the signature, and raises whatever the parse raises).
+            raise WebhookRejected("UNREADABLE_BODY") from exc
+        # Authentic and JSON from here on. The SDK gives typed events for the types it knows
+        # and the parsed dict for others; read the type and ids from the signed body either way.
+        document = orjson.loads(body)
         data = document.get("data") if isinstance(document, dict) else None
         data = data if isinstance(data, dict) else {}
         event_type = document.get("type") if isinstance(document, dict) else None

@@ -391,6 +391,15 @@ def test_a_webhook_that_fails_verification_is_400_and_changes_nothing(
         "processed")
 
 
+def test_a_signed_webhook_whose_body_is_not_a_webhook_is_400(client: TestClient) -> None:
+    for body in (b"not json", b"[1, 2]"):
+        headers = signed_webhook(WEBHOOK_SECRET, body, msg_id=f"msg_{uuid.uuid4().hex}",
+                                 timestamp=datetime.now(UTC))
+        problem = assert_problem(client.post(WEBHOOK, content=body, headers=headers), 400,
+                                 "invalid_webhook")
+        assert problem["reason"] == "UNREADABLE_BODY"
+
+
 def test_webhooks_not_about_our_payments_are_acknowledged_and_ignored(
         client: TestClient, alice: dict[str, str], portone: FakePortOne) -> None:
     payment_id = prepare(client, alice)
