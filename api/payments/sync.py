@@ -38,7 +38,6 @@ from api.payments.portone import RemotePayment
 logger = logging.getLogger(__name__)
 
 DAY_S = 24 * 3600
-PENDING_AT_PORTONE = frozenset({"READY", "PAY_PENDING", "VIRTUAL_ACCOUNT_ISSUED"})
 FINAL = frozenset({PaymentStatus.CANCELLED.value, PaymentStatus.MISMATCH.value})
 
 
@@ -100,7 +99,7 @@ def status_after(payment: Payment, remote: RemotePayment) -> PaymentStatus:
         return PaymentStatus.CANCELLED
     if remote.status == "FAILED":
         return PaymentStatus.FAILED
-    return PaymentStatus.PREPARED  # pending at PortOne (PENDING_AT_PORTONE)
+    return PaymentStatus.PREPARED  # READY, PAY_PENDING, VIRTUAL_ACCOUNT_ISSUED at PortOne
 
 
 def grant(session: Session, payment: Payment, now: datetime) -> None:
