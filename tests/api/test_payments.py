@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -39,9 +40,10 @@ WEBHOOK = "/api/v1/payments/portone/webhook"
 PAYMENTS = "/api/v1/payments"
 ACCOUNT = "/api/v1/account"
 INITIAL = 10_000_000
-PACK = {"id": "cash-10m", "name": "StocKing 가상머니 1,000만원", "price": 1_000,
-        "credit": 10_000_000}
-PREMIUM = {"id": "premium-30d", "name": "StocKing 프리미엄 30일", "price": 9_900, "days": 30}
+PACK: dict[str, Any] = {"id": "cash-10m", "name": "StocKing 가상머니 1,000만원",
+                        "price": 1_000, "credit": 10_000_000}
+PREMIUM: dict[str, Any] = {"id": "premium-30d", "name": "StocKing 프리미엄 30일",
+                           "price": 9_900, "days": 30}
 WEBHOOK_SECRET = webhook_secret()
 
 
@@ -95,12 +97,14 @@ def complete(client: TestClient, user: dict[str, str], payment_id: str) -> dict[
 
 def send_webhook(client: TestClient, payment_id: str, type: str = "Transaction.Paid", *,
                  webhook_id: str | None = None, secret: str = WEBHOOK_SECRET,
-                 at: datetime | None = None, store_id: str | None = None) -> Any:
-    body = webhook_body(type, payment_id, **({"store_id": store_id} if store_id else {}))
+                 at: datetime | None = None, store_id: str | None = None) -> httpx.Response:
+    body = (webhook_body(type, payment_id, store_id) if store_id
+            else webhook_body(type, payment_id))
     headers = signed_webhook(secret, body, msg_id=webhook_id or f"msg_{uuid.uuid4().hex}",
                              timestamp=at or datetime.now(UTC))
-    return client.post(WEBHOOK, content=body,
-                       headers={**headers, "content-type": "application/json"})
+    response: httpx.Response = client.post(
+        WEBHOOK, content=body, headers={**headers, "content-type": "application/json"})
+    return response
 
 
 def cash(client: TestClient, user: dict[str, str]) -> dict[str, Any]:
@@ -321,28 +325,26 @@ def test_portone_stopped_then_started_again(client: TestClient, alice: dict[str,
 # --- webhook -----------------------------------------------------------------------------------
 
 
-def test_a_webhook_credits_and_a_later_complete_changes_nothing(
-        client: TestClient, alice: dict[str, str], portone: FakePortOne) -> None:
+@pytest.mark.parametrize("webhook_first", [True, False],
+                         ids=["webhook then complete", "complete then webhook"])
+def test_webhook_and_complete_credit_once_in_either_order(
+        client: TestClient, alice: dict[str, str], portone: FakePortOne,
+        webhook_first: bool) -> None:
     payment_id = prepare(client, alice)
     pay(portone, payment_id)
 
-    response = send_webhook(client, payment_id)
+    if webhook_first:
+        webhook = send_webhook(client, payment_id)
+        paid = complete(client, alice, payment_id)
+    else:
+        paid = complete(client, alice, payment_id)
+        webhook = send_webhook(client, payment_id)
 
-    assert response.status_code == 200, response.text
-    assert response.json() == {"status": "processed", "payment_status": "PAID"}
-    assert complete(client, alice, payment_id)["status"] == "PAID"
+    assert webhook.status_code == 200, webhook.text
+    assert webhook.json() == {"status": "processed", "payment_status": "PAID"}
+    assert paid["status"] == "PAID"
     assert payment_credits(client, alice) == [("PAYMENT", 10_000_000, payment_id)]
-
-
-def test_a_webhook_after_complete_changes_nothing(client: TestClient, alice: dict[str, str],
-                                                  portone: FakePortOne) -> None:
-    payment_id = prepare(client, alice)
-    pay(portone, payment_id)
-    complete(client, alice, payment_id)
-
-    assert send_webhook(client, payment_id).json() == {"status": "processed",
-                                                       "payment_status": "PAID"}
-    assert payment_credits(client, alice) == [("PAYMENT", 10_000_000, payment_id)]
+    assert cash(client, alice)["cash"] == INITIAL + 10_000_000
 
 
 def test_a_webhook_id_acts_once_ever(client: TestClient, alice: dict[str, str],
@@ -422,8 +424,9 @@ def test_twenty_duplicate_webhooks_and_concurrent_completes_credit_once(
 
     def arrive(index: int) -> int:
         if index % 3 == 2:
-            return client.post(COMPLETE, headers=alice,
-                               json={"payment_id": payment_id}).status_code
+            response: httpx.Response = client.post(COMPLETE, headers=alice,
+                                                   json={"payment_id": payment_id})
+            return response.status_code
         return send_webhook(client, payment_id, webhook_id="msg_dup").status_code
 
     statuses = concurrently(30, arrive)
@@ -550,13 +553,13 @@ def test_premium_periods_add_up_and_a_refund_takes_its_days_back(
 
 
 def test_production_refuses_to_start_without_real_portone_settings() -> None:
-    production = {"stocking_env": Environment.PRODUCTION,
+    production: dict[str, Any] = {"stocking_env": Environment.PRODUCTION,
                   "jwt_secret_key": SecretStr("k" * 40),
                   "database_url": "mysql+pymysql://app@db/stocking"}
     with pytest.raises(ValidationError, match="PORTONE_STORE_ID, PORTONE_CHANNEL_KEY, "
                                               "PORTONE_V2_API_SECRET, PORTONE_WEBHOOK_SECRET"):
         ApiSettings(**production)
-    real = {"portone_store_id": "store-1", "portone_channel_key": "channel-key-1",
+    real: dict[str, Any] = {"portone_store_id": "store-1", "portone_channel_key": "channel-key-1",
             "portone_v2_api_secret": SecretStr("s" * 40),
             "portone_webhook_secret": SecretStr(webhook_secret())}
     assert ApiSettings(**production, **real).portone_store_id == "store-1"
