@@ -8,6 +8,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from api.models import Fill, Order, OrderStatus, OrderType, Side, TimeInForce
+from api.text import ClientId
 
 
 class OrderCreate(BaseModel):
@@ -19,8 +20,8 @@ class OrderCreate(BaseModel):
     quantity: StrictInt = Field(gt=0, description="whole shares")
     price: StrictInt | None = Field(None, gt=0, description="limit price, KRW (LIMIT only)")
     time_in_force: TimeInForce = TimeInForce.DAY
-    client_order_id: str | None = Field(None, min_length=1, max_length=64,
-                                        description="your own id, unique among your orders")
+    client_order_id: ClientId | None = Field(None, description="your own id, unique among "
+                                                               "your orders")
 
 
 class OrderModify(BaseModel):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.models import PaymentStatus
 from api.payments.catalog import Product, ProductKind
+from api.text import DisplayName
 
 
 class ProductOut(BaseModel):
@@ -37,7 +38,7 @@ class PrepareRequest(BaseModel):
 
     product_id: str | None = Field(None, max_length=32, examples=["cash-10m"])
     amount: int | None = Field(None, gt=0)
-    order_name: str | None = Field(None, max_length=128)
+    order_name: DisplayName | None = None
     currency: str | None = Field(None, max_length=3)
 
     @model_validator(mode="after")

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints, WithJsonSchema
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from api.quotes.schemas import QuoteOut
+from api.text import Label
 
-# Trimmed before the length check, so "  " is refused (validation_error) rather than stored.
-WatchlistName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                                 max_length=64)]
+# Trimmed before the length check, so "  " is refused (validation_error) rather than stored;
+# control characters are refused (api.text).
+WatchlistName = Label
 
 # The quote is the relayer's JSON passed through with `age_s` and `stale`, as the quote routes
 # answer it (api.quotes.service): documented as QuoteOut, not rebuilt through it, so a field the

@@ -305,6 +305,31 @@ def test_a_name_of_64_characters_is_accepted(client: TestClient, alice: Headers)
     assert fetch(client, alice, watchlist["id"])["name"] == name
 
 
+@pytest.mark.parametrize("name", ["a\x00b", "NUL at the end\x00", "two\nlines", "tab\tinside",
+                                  "esc \x1b[31mred", "del\x7f", "c1 \x85 next line"])
+def test_a_name_with_a_control_character_is_422_and_changes_nothing(
+        client: TestClient, alice: Headers, name: str) -> None:
+    kept = create(client, alice, "Kept")
+
+    created = assert_problem(client.post(WATCHLISTS, headers=alice, json={"name": name}), 422,
+                             "validation_error")
+    renamed = assert_problem(client.patch(f"{WATCHLISTS}/{kept['id']}", headers=alice,
+                                          json={"name": name}), 422, "validation_error")
+
+    for body in (created, renamed):
+        assert body["detail"].startswith("name: Value error, must not contain control "
+                                         "characters (U+"), body
+    assert listing(client, alice) == [
+        {key: kept[key] for key in ("id", "name", "created_at", "item_count")}]
+
+
+def test_names_keep_their_inner_spaces_and_non_ascii_text(client: TestClient,
+                                                          alice: Headers) -> None:
+    """The control-character rule refuses only category Cc: ordinary Unicode text passes."""
+    name = "반도체 · Chips 👩‍💻 (2026)"
+    assert create(client, alice, f"  {name} ")["name"] == name
+
+
 # --------------------------------------------------------------------------------------------
 # Limits
 
