@@ -75,7 +75,6 @@ class Relayer:
             stream_maxlen=settings.tick_stream_maxlen,
             max_batch=settings.relayer_flush_max_batch,
             max_buffered=settings.relayer_buffer_max_ticks,
-            backoff=self._backoff(),
         )
         self._subscriptions = SubscriptionManager(
             redis,
@@ -189,7 +188,7 @@ class Relayer:
                     raise asyncio.CancelledError from exc
                 logger.warning("upstream connection ended: %s", _describe(exc))
             finally:
-                self._subscriptions.session = None
+                self._subscriptions.connection_ended(session)
                 await session.close(graceful=self._stopping)
                 with contextlib.suppress(RedisError):
                     await self._subscriptions.publish_active()
@@ -303,6 +302,8 @@ class Relayer:
                 subscriptions=self._subscriptions.active_count,
                 rejected=list(self._subscriptions.rejected),
                 dropped=self._publisher.dropped_total,
+                written=self._publisher.ticks_written_total,
+                last_write_at=self._publisher.last_write_at,
             )
         except RedisError as exc:
             logger.debug("health write failed: %s", exc)

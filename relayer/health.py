@@ -40,8 +40,12 @@ class HealthReporter:
         self._pid = str(os.getpid())
 
     async def write(
-        self, stats: RelayerStats, *, subscriptions: int, rejected: list[str], dropped: int
+        self, stats: RelayerStats, *, subscriptions: int, rejected: list[str], dropped: int,
+        written: int = 0, last_write_at: str = "",
     ) -> None:
+        """`written` and `last_write_at` are the publisher's: ticks that reached Redis, and when
+        the last write succeeded. `ticks_total` counts ticks read; while Redis fails it goes on
+        rising and these stand still."""
         fields: dict[FieldT, EncodableT] = {
             "state": stats.state.value,
             "upstream": stats.upstream,
@@ -51,7 +55,9 @@ class HealthReporter:
             "started_at": stats.started_at,
             "connected_at": stats.connected_at,
             "last_tick_at": stats.last_tick_at,
+            "last_write_at": last_write_at,
             "ticks_total": str(stats.ticks_total),
+            "ticks_written_total": str(written),
             "malformed_total": str(stats.malformed_total),
             "dropped_total": str(dropped),
             "reconnects": str(stats.reconnects),

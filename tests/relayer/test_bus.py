@@ -22,10 +22,12 @@ from relayer.bus import (
     Command,
     CommandResult,
     CommandType,
+    MalformedQuote,
     Quote,
     RelayerState,
     TopicTemplate,
     decode_health,
+    decode_quote,
     format_utc,
 )
 
@@ -165,6 +167,44 @@ def test_quote_from_json_ignores_unknown_keys() -> None:
     data = orjson.loads(CONTRACT_QUOTE_JSON)
     data["extra"] = {"nested": True}
     assert Quote.from_json(orjson.dumps(data)) == contract_quote()
+    assert decode_quote(orjson.dumps(data))["extra"] == {"nested": True}  # passed through
+
+
+def _contract_with(**changes: object) -> bytes:
+    data = orjson.loads(CONTRACT_QUOTE_JSON)
+    for name, value in changes.items():
+        if value is _MISSING:
+            del data[name]
+        else:
+            data[name] = value
+    return orjson.dumps(data)
+
+
+_MISSING = object()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[]", b"null", b"71200", b'"A005930"', b"", b"not json",
+        CONTRACT_QUOTE_JSON[:60],  # truncated
+        _contract_with(price="71200"),  # a string price
+        _contract_with(price=-5), _contract_with(price=0), _contract_with(base=0),
+        _contract_with(price=True),  # a bool is not a price
+        _contract_with(price=71200.5), _contract_with(volume=-1), _contract_with(seq="1"),
+        _contract_with(price=_MISSING), _contract_with(ts=_MISSING),
+        _contract_with(code="SAMSUNG"), _contract_with(code=None),
+        _contract_with(ts="yesterday"), _contract_with(ts=1700000000),
+        _contract_with(change_rate=0.99), _contract_with(session=1),
+        _contract_with(received_at=None),
+    ],
+)
+def test_decoding_anything_but_a_quote_raises_malformed_quote(raw: bytes) -> None:
+    with pytest.raises(MalformedQuote):
+        decode_quote(raw)
+    with pytest.raises(MalformedQuote):
+        Quote.from_json(raw)
+    assert issubclass(MalformedQuote, ValueError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,7 +374,9 @@ def test_decode_health_types_the_values() -> None:
         b"started_at": b"2026-11-20T00:00:00Z",
         b"connected_at": b"2026-11-20T00:00:01Z",
         b"last_tick_at": b"2026-11-20T00:00:02.123Z",
+        b"last_write_at": b"2026-11-20T00:00:02.125Z",
         b"ticks_total": b"1000000",
+        b"ticks_written_total": b"999990",
         b"malformed_total": b"3",
         b"dropped_total": b"0",
         b"reconnects": b"2",
@@ -352,7 +394,9 @@ def test_decode_health_types_the_values() -> None:
         "started_at": "2026-11-20T00:00:00Z",
         "connected_at": "2026-11-20T00:00:01Z",
         "last_tick_at": "2026-11-20T00:00:02.123Z",
+        "last_write_at": "2026-11-20T00:00:02.125Z",
         "ticks_total": 1000000,
+        "ticks_written_total": 999990,
         "malformed_total": 3,
         "dropped_total": 0,
         "reconnects": 2,
