@@ -126,10 +126,15 @@ class KisSession:
         self._sink = sink
         self._active: dict[str, ActiveSubscription] = {}
         self._acks: dict[str, asyncio.Future[KisAck]] = {}  # tr_key -> the ack we wait for
+        self._refused: dict[str, SubscribeRejected] = {}
 
     @property
     def active(self) -> dict[str, ActiveSubscription]:
         return self._active
+
+    @property
+    def refused(self) -> dict[str, SubscribeRejected]:
+        return self._refused
 
     async def subscribe(self, topics: list[str]) -> dict[str, UpstreamError | None]:
         results: dict[str, UpstreamError | None] = {}
@@ -149,7 +154,7 @@ class KisSession:
                 )
                 results[topic] = None
             else:
-                results[topic] = SubscribeRejected(topic, ack.message)
+                results[topic] = self._refused[topic] = SubscribeRejected(topic, ack.message)
         return results
 
     async def unsubscribe(self, topic: str) -> None:

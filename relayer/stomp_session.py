@@ -124,10 +124,15 @@ class StompSession:
         self._dead_after_s = 0.0
         self._last_received = time.monotonic()
         self._closed_reason: UpstreamError | None = None
+        self._refused: dict[str, SubscribeRejected] = {}
 
     @property
     def active(self) -> dict[str, ActiveSubscription]:
         return self._active
+
+    @property
+    def refused(self) -> dict[str, SubscribeRejected]:
+        return self._refused
 
     async def handshake(self, headers: dict[str, str]) -> None:
         await self._send(Frame("CONNECT", headers))
@@ -284,15 +289,22 @@ class StompSession:
             (topic, future) for topic, future in self._receipts.values()
             if topic is not None and not future.done()
         ]
+        refusals: list[tuple[SubscribeRejected, asyncio.Future[None]]] = []
         if blamed is not None and blamed[0] is not None:
-            blamed[1].set_exception(SubscribeRejected(blamed[0], str(error)))
+            refusals.append((SubscribeRejected(blamed[0], str(error)), blamed[1]))
         elif len(pending_subscribes) == 1:
             topic, future = pending_subscribes[0]
-            future.set_exception(SubscribeRejected(topic, str(error)))
+            refusals.append((SubscribeRejected(topic, str(error)), future))
         else:
             # No receipt-id and several SUBSCRIBEs in flight: any of them may be the culprit.
-            for topic, future in pending_subscribes:
-                future.set_exception(SubscribeRejected(topic, str(error), certain=False))
+            refusals += [(SubscribeRejected(topic, str(error), certain=False), future)
+                         for topic, future in pending_subscribes]
+        for refusal, future in refusals:
+            # Kept on the session as well: whoever awaits the future may be cancelled by this
+            # very ERROR (the connection ends with it), and the refusal must not be lost with it.
+            self._refused[refusal.topic] = refusal
+            if not future.done():
+                future.set_exception(refusal)
         logger.warning("upstream sent ERROR: %s", error)
         raise SessionClosed(f"upstream sent ERROR: {error}")
 

@@ -28,7 +28,7 @@ from relayer.bus import (
     CommandType,
     TopicTemplate,
 )
-from relayer.upstream import SubscribeRejected, UpstreamSession
+from relayer.upstream import SessionClosed, SubscribeRejected, UpstreamSession
 
 logger = logging.getLogger(__name__)
 
@@ -114,21 +114,17 @@ class SubscriptionManager:
                 if error is None:
                     report.subscribed.append(topic)
                     self._suspects.discard(topic)
-                elif isinstance(error, SubscribeRejected) and (
-                    error.certain or len(batch) == 1
-                ):
-                    self.rejected[topic] = error.reason
-                    self._suspects.discard(topic)
-                    report.failed[topic] = f"rejected by upstream: {error.reason}"
-                    logger.error("upstream rejected %s: %s (not retried)", topic, error.reason)
-                    stop = True
+                    continue
+                if isinstance(error, SubscribeRejected):
+                    certain = self._note_refusal(error, alone=len(batch) == 1)
+                    report.failed[topic] = (f"rejected by upstream: {error.reason}" if certain
+                                            else str(error))
                 else:
-                    if isinstance(error, SubscribeRejected):
-                        self._suspects.add(topic)
                     report.failed[topic] = str(error)
-                    stop = stop or isinstance(error, SubscribeRejected)
+                # A refusal (STOMP) or a closed connection: the next batches cannot succeed.
+                stop = stop or isinstance(error, SubscribeRejected | SessionClosed)
             if stop:
-                break  # the connection is going down with the ERROR
+                break  # the connection is going down (with the ERROR, for a refusal)
         if report.subscribed or report.unsubscribed:
             logger.info(
                 "reconciled: +%d -%d, %d active, %d failed",
@@ -137,6 +133,33 @@ class SubscriptionManager:
             )
         await self.publish_active()
         return report
+
+    def connection_ended(self, session: UpstreamSession) -> None:
+        """Forget the connection, keeping what it taught: the topics its server refused.
+
+        The refusal is taken from the session rather than from the reconcile that sent the
+        SUBSCRIBE: the ERROR that carries it also ends the connection, which cancels a reconcile
+        running alongside it (the one after every connect) before it reads the answer. Without
+        this, a topic refused at connect is never recorded and every reconnect sends it again.
+        """
+        if self.session is session:
+            self.session = None
+        for refusal in session.refused.values():
+            self._note_refusal(refusal)
+
+    def _note_refusal(self, refusal: SubscribeRejected, *, alone: bool = False) -> bool:
+        """Remember a refused topic; True if the refusal is pinned on it (then never retried
+        by the reconcile loop), False if it is only a suspect (tried alone next time)."""
+        topic = refusal.topic
+        if not (refusal.certain or alone):
+            if topic not in self.rejected:
+                self._suspects.add(topic)
+            return False
+        self._suspects.discard(topic)
+        if self.rejected.get(topic) != refusal.reason:
+            self.rejected[topic] = refusal.reason
+            logger.error("upstream rejected %s: %s (not retried)", topic, refusal.reason)
+        return True
 
     async def desired_topics(self) -> set[str]:
         """The desired set as full topics; a bare code someone added by hand is expanded."""

@@ -85,6 +85,16 @@ class UpstreamSession(Protocol):
         """Topics subscribed on this connection (confirmed by the server)."""
         ...
 
+    @property
+    def refused(self) -> dict[str, SubscribeRejected]:
+        """Every topic the server refused on this connection, kept after it ends.
+
+        A STOMP server closes the connection with the ERROR that refuses a SUBSCRIBE, which
+        cancels whoever was waiting for the answer; this record is how the refusal still
+        reaches the subscription manager (`SubscriptionManager.connection_ended`).
+        """
+        ...
+
     async def subscribe(self, topics: list[str]) -> dict[str, UpstreamError | None]:
         """Subscribe several topics at once; per topic None (confirmed) or the error.
 

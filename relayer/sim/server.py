@@ -79,6 +79,9 @@ class SimServer:
         self.refuse_connect = False
         self.accept_then_close = False
         self.reject_topics: set[str] = set()
+        # True: an ERROR names the frame it answers (`receipt-id`), as the Toss feed's do.
+        # False: it never does, as RabbitMQ's "Invalid destination" ERROR (probed on 3.10).
+        self.error_receipt_ids = True
         self.reject_http_status: int | None = None
 
         # Observability.

@@ -57,6 +57,8 @@ class SessionHost(Protocol):
     @property
     def reject_topics(self) -> set[str]: ...
     @property
+    def error_receipt_ids(self) -> bool: ...
+    @property
     def heartbeat_ms(self) -> tuple[int, int]: ...
     @property
     def ticks_per_sec(self) -> float: ...
@@ -169,7 +171,7 @@ class SimSession:
         log.info("connection %d: ERROR %s", self.number, message)
         self.closing = True
         headers = {"message": message, "content-type": "text/plain"}
-        if receipt is not None:
+        if receipt is not None and self.server.error_receipt_ids:
             headers["receipt-id"] = receipt
         try:
             await self.reply(Frame("ERROR", headers, message.encode()))

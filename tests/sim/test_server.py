@@ -10,12 +10,14 @@ from contextlib import asynccontextmanager
 
 import orjson
 import pytest
+from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.typing import Subprotocol
 
 from relayer.krx import is_on_grid, price_limits
 from relayer.sim import SimServer
+from relayer.sim.__main__ import SimSettings
 from relayer.sim.market import REFERENCE_PRICES
 from relayer.stomp import Frame, FrameParser, encode_frame
 from relayer.toss import parse_toss_tick
@@ -173,6 +175,32 @@ async def test_rejected_topic_and_subscription_cap_kill_the_connection() -> None
             assert error.headers["message"] == "too many subscriptions (at most 1)"
             with pytest.raises(ConnectionClosed):
                 await client.reply()
+
+
+async def test_error_without_receipt_id_as_rabbitmq_sends_it(sim: SimServer) -> None:
+    sim.reject_topics = {topic("A000660")}
+    sim.error_receipt_ids = False
+    async with stomp_client(sim) as client:
+        await client.connect()
+        await client.subscribe("s1", topic("A005930"), receipt="r1")
+        await client.subscribe("s2", topic("A000660"), receipt="r2")
+        assert await client.reply() == Frame("RECEIPT", {"receipt-id": "r1"})
+        error = await client.reply()
+        assert error.command == "ERROR" and "receipt-id" not in error.headers
+        assert "not allowed" in error.headers["message"]
+        with pytest.raises(ConnectionClosed):
+            await client.reply()
+
+
+def test_cli_reads_rejected_topics_as_codes_or_topics(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIM_REJECT_TOPICS", f"A035420, {topic('A000660')}")
+    monkeypatch.setenv("SIM_ERROR_RECEIPT_IDS", "false")
+    settings = SimSettings()
+    assert settings.sim_reject_topics == [topic("A035420"), topic("A000660")]
+    assert settings.sim_error_receipt_ids is False
+    monkeypatch.setenv("SIM_REJECT_TOPICS", "A03542")
+    with pytest.raises(ValidationError, match="neither an instrument code"):
+        SimSettings()
 
 
 async def test_unsubscribe_stops_that_subscriptions_messages(sim: SimServer) -> None:
