@@ -30,7 +30,10 @@ COPY gunicorn.conf.py ./
 USER stocking
 
 # Development default only; compose and production set DATABASE_URL (production refuses SQLite).
+# API_HOST: Gunicorn listens on every interface of the container (its own network namespace),
+# or a published port would reach nothing; outside, what is published is the host's choice.
 ENV DATABASE_URL=sqlite:////data/stocking.db \
+    API_HOST=0.0.0.0 \
     PORT=8000
 EXPOSE 8000
 

@@ -6,10 +6,10 @@ here for that reason, rather than in the app:
   /metrics answers for all workers whichever one serves the scrape (api.system.metrics);
 - in development, the JWT signing key when none is configured (see below).
 
-Environment: PORT (8000), WEB_CONCURRENCY (2 workers), LOG_LEVEL (INFO), STOCKING_ENV,
-JWT_SECRET_KEY. Any other Gunicorn setting can be overridden without editing this file through
-Gunicorn's own GUNICORN_CMD_ARGS, e.g. GUNICORN_CMD_ARGS="--graceful-timeout 30 --keep-alive 75
---access-logfile -". docs/OPERATIONS.md explains each choice.
+Environment: API_HOST (127.0.0.1), PORT (8000), WEB_CONCURRENCY (2 workers), LOG_LEVEL (INFO),
+STOCKING_ENV, JWT_SECRET_KEY. Any other Gunicorn setting can be overridden without editing this
+file through Gunicorn's own GUNICORN_CMD_ARGS, e.g. GUNICORN_CMD_ARGS="--graceful-timeout 30
+--keep-alive 75 --access-logfile -". docs/OPERATIONS.md explains each choice.
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ wsgi_app = "api.main:app"
 # Uvicorn's Gunicorn worker, from the maintained `uvicorn-worker` package (the one inside
 # uvicorn itself is deprecated).
 worker_class = "uvicorn_worker.UvicornWorker"
-bind = [f"0.0.0.0:{int(os.environ.get('PORT', '8000'))}"]
+# This machine only, unless told: a development API (its /docs, its admin account with a
+# printed password) must not be reachable from the network by accident. The image sets
+# API_HOST=0.0.0.0, since inside a container the published port arrives from outside
+# (docker-compose.yml publishes it on the host's 127.0.0.1 unless told otherwise).
+api_host = os.environ.get("API_HOST") or "127.0.0.1"
+if ":" in api_host and not api_host.startswith("["):
+    api_host = f"[{api_host}]"  # an IPv6 address, as Gunicorn wants it
+bind = [f"{api_host}:{int(os.environ.get('PORT', '8000'))}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Each worker imports the app and opens its own pools after the fork (no shared sockets).
 preload_app = False

@@ -46,7 +46,10 @@ class DatabaseSettings(BaseSettings):
 
 
 class ApiSettings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+    # hide_input_in_errors: a refused start (say, a placeholder in production) must not print
+    # the environment it was given, secrets included, into the logs.
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore",
+                                      hide_input_in_errors=True)
 
     stocking_env: Environment = Environment.DEVELOPMENT
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -75,6 +78,9 @@ class ApiSettings(BaseSettings):
     # Per-worker memo of single-quote reads (api.quotes.cache); 0 turns it off.
     quote_cache_ttl_s: float = Field(0.05, ge=0)
     command_timeout_s: float = Field(10.0, gt=0)
+    # How often each worker checks that the desired set holds the SQL subscriptions (one
+    # HEXISTS), restoring it at once when Redis has lost it (api.subscriptions.restore).
+    subscriptions_restore_interval_s: float = Field(1.0, gt=0)
     relayer_health_max_age_s: float = Field(5.0, gt=0)
 
     # SQL.
@@ -85,11 +91,23 @@ class ApiSettings(BaseSettings):
     # A transaction that hits a deadlock or a lock wait timeout (MySQL 1213/1205) is run again
     # this many more times, after a short jittered pause (api.db.Database.run_retrying).
     database_deadlock_retries: int = Field(3, ge=0)
+    # Database faults (docs/OPERATIONS.md, "Database faults"): a request's SQL work gets
+    # `database_deadline_s` in all (the wait for a thread and a connection included), then it
+    # answers 503 database_unavailable; a row lock is waited for as long at most. Connecting
+    # (and waiting for a pooled connection) gives up after `database_connect_timeout_s`; one
+    # read or write on a connection after `database_read_timeout_s`, which ends the worker
+    # thread of a request that was already answered 503 (api.db.Database).
+    database_deadline_s: float = Field(5.0, gt=0)
+    database_connect_timeout_s: float = Field(2.0, gt=0)
+    database_read_timeout_s: float = Field(10.0, gt=0)
 
     # Money, in whole KRW. A new account starts with `initial_cash` (one DEPOSIT ledger row).
     initial_cash: int = Field(10_000_000, ge=0)
     deposit_max_krw: int = Field(100_000_000, gt=0)
     withdraw_max_krw: int = Field(100_000_000, gt=0)
+    # Free virtual deposits (POST /account/deposit) per KST day, so that a virtual-cash pack
+    # bought with real money keeps its value (docs/PAYMENTS.md, "The catalog").
+    deposit_daily_max_krw: int = Field(5_000_000, ge=0)
     # Watchlists: at most this many per user, and this many instruments in each (every item
     # is one more key in the watchlist answer's quote MGET).
     watchlists_max_per_user: int = Field(20, gt=0)
@@ -102,6 +120,8 @@ class ApiSettings(BaseSettings):
     # DAY orders expire at this KST wall-clock time (the KRX regular session closes at 15:30).
     market_close_kst: time = time(15, 30)
     order_max_quantity: int = Field(1_000_000, gt=0)
+    # Live (resting) orders one user may have at once: each is work for the fills worker.
+    orders_max_open_per_user: int = Field(100, gt=0)
     # Idempotency-Key answers are kept at least this long, then purged by the fills worker.
     idempotency_key_ttl_s: int = Field(24 * 3600, ge=24 * 3600)
     # The fills worker (api.fills): stream entries per read, and how long a read blocks.
@@ -126,6 +146,18 @@ class ApiSettings(BaseSettings):
     # Set by gunicorn.conf.py before the workers start: each worker writes its metrics there,
     # and /metrics merges them (prometheus-client's multiprocess mode). Unset: one process.
     prometheus_multiproc_dir: str | None = None
+    # Who may read /metrics (api.system.routes): with a token, only `Authorization: Bearer
+    # <METRICS_TOKEN>`. Without one, anyone in development; in production nobody (404) unless
+    # METRICS_PUBLIC says the network in front already keeps it private.
+    metrics_token: SecretStr | None = None
+    metrics_public: bool = False
+    # /docs, /redoc and /openapi.json. Unset: served in development, not in production.
+    api_docs_enabled: bool | None = None
+
+    # Request size limits (api.limits): the body, and the request line plus headers (the
+    # latter enforced by the HTTP protocol of api.server, before anything is parsed).
+    max_request_body_bytes: int = Field(1024 * 1024, gt=0)
+    max_request_header_bytes: int = Field(32 * 1024, ge=1024)
 
     log_level: str = "INFO"
 
@@ -190,3 +222,10 @@ class ApiSettings(BaseSettings):
         if self.jwt_secret_key is None:
             self.jwt_secret_key = SecretStr(secrets.token_urlsafe(48))
         return self.jwt_secret_key.get_secret_value()
+
+    def serves_api_docs(self) -> bool:
+        """/docs, /redoc and /openapi.json: API_DOCS_ENABLED, else development only (the
+        document maps every route, admin ones included, for whoever asks)."""
+        if self.api_docs_enabled is not None:
+            return self.api_docs_enabled
+        return self.stocking_env is not Environment.PRODUCTION

@@ -151,12 +151,26 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def port_free_for_listening(port: int) -> bool:
-    """Whether Gunicorn could bind 0.0.0.0:port (what it will try), the way it binds."""
-    with socket.socket() as sock:
+def api_host() -> str:
+    """Where Gunicorn listens (gunicorn.conf.py): API_HOST, by default this machine only."""
+    return os.environ.get("API_HOST") or "127.0.0.1"
+
+
+def local_url(host: str, port: int) -> str:
+    """The URL to reach a server listening on host:port from this machine (listening on every
+    interface includes the loopback)."""
+    host = host.strip("[]")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def port_free_for_listening(host: str, port: int) -> bool:
+    """Whether Gunicorn could bind host:port (what it will try), the way it binds."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("0.0.0.0", port))
+            sock.bind((host.strip("[]"), port))
         except OSError:
             return False
         return True
@@ -273,7 +287,7 @@ def api_answers(url: str) -> bool:
 def check_api_port() -> int:
     """PORT, if the API can listen on it; checked first, and again just before Gunicorn."""
     port = int(os.environ.get("PORT", "8000"))
-    if not port_free_for_listening(port):
+    if not port_free_for_listening(api_host(), port):
         raise SystemExit(f"[start_services] port {port} is in use, so the API cannot listen on "
                          f"it; stop what holds it (`ss -ltnp 'sport = :{port}'` shows it) or "
                          "set PORT to a free port")
@@ -285,7 +299,7 @@ def ensure_api(platform: Platform, env: dict[str, str]) -> str:
     port = check_api_port()
     api = platform.add(Child("api", [PYTHON, "-m", "gunicorn", "-c", "gunicorn.conf.py",
                                      "api.main:app"], env=env))
-    url = f"http://127.0.0.1:{port}"
+    url = local_url(api_host(), port)
     wait_until(lambda: api_answers(url), f"the API ({url}/health)", API_START_TIMEOUT_S, api)
     return url
 

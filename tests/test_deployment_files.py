@@ -23,6 +23,7 @@ from gunicorn.config import Config
 from gunicorn.workers.base import Worker
 
 from api.settings import ApiSettings
+from relayer.sim.__main__ import SimSettings
 from tests.support.env import REPO
 
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSCODE|TOKEN|KEY")
@@ -103,8 +104,28 @@ def test_compose_api_is_gunicorn_after_migrations_with_a_healthcheck(
     assert api["depends_on"]["migrations"] == {"condition": "service_completed_successfully"}
     assert api["depends_on"]["redis"] == {"condition": "service_healthy"}
     assert "http://127.0.0.1:8000/health" in " ".join(api["healthcheck"]["test"])
-    assert "8000:8000" in api["ports"]
     assert env(api)["PORT"] == "8000"
+
+
+def interpolate(value: str, variables: dict[str, str]) -> str:
+    """Compose's `${NAME:-default}` and `${NAME}`, for the variables given (none: defaults)."""
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}",
+                  lambda match: variables.get(match[1]) or match[2] or "", value)
+
+
+def test_compose_publishes_only_the_api_and_on_the_loopback_unless_told(
+    services: dict[str, dict[str, Any]]
+) -> None:
+    api = services["api"]
+    # Inside its container the API listens on every interface, or the published port would
+    # reach nothing; which host interface it is published on is the host's choice.
+    assert env(api)["API_HOST"] == "0.0.0.0"
+    assert [interpolate(port, {}) for port in api["ports"]] == ["127.0.0.1:8000:8000"]
+    assert [interpolate(port, {"STOCKING_PUBLISH_ADDRESS": "0.0.0.0"})
+            for port in api["ports"]] == ["0.0.0.0:8000:8000"]
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"api"}, "Redis, MariaDB and the simulator stay inside the network"
+    assert all("network_mode" not in service for service in services.values())
 
 
 def test_compose_relayer_reads_from_the_simulator(services: dict[str, dict[str, Any]]) -> None:
@@ -217,6 +238,16 @@ def test_dockerfile_default_command_is_gunicorn(dockerfile: list[tuple[str, str]
     assert commands == ['["gunicorn", "-c", "gunicorn.conf.py", "api.main:app"]']
 
 
+def test_dockerfile_makes_the_api_listen_on_the_containers_interfaces(
+    dockerfile: list[tuple[str, str]]
+) -> None:
+    variables = dict(word.split("=", 1) for keyword, args in dockerfile if keyword == "ENV"
+                     for word in shlex.split(args))
+    assert variables["API_HOST"] == "0.0.0.0"  # gunicorn.conf.py's default is the loopback
+    assert variables["PORT"] == "8000"
+    assert ("EXPOSE", variables["PORT"]) in dockerfile
+
+
 # --- gunicorn.conf.py -----------------------------------------------------------------------
 
 GunicornConfig = Callable[..., dict[str, Any]]
@@ -228,8 +259,8 @@ def gunicorn_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[GunicornConfig]
     created: list[Path] = []
 
     def load(**variables: str) -> dict[str, Any]:
-        for name in ("PORT", "WEB_CONCURRENCY", "LOG_LEVEL", "STOCKING_ENV", "JWT_SECRET_KEY",
-                     "PROMETHEUS_MULTIPROC_DIR"):
+        for name in ("API_HOST", "PORT", "WEB_CONCURRENCY", "LOG_LEVEL", "STOCKING_ENV",
+                     "JWT_SECRET_KEY", "PROMETHEUS_MULTIPROC_DIR"):
             monkeypatch.delenv(name, raising=False)  # also undone after the test
         for name, value in variables.items():
             monkeypatch.setenv(name, value)
@@ -259,7 +290,7 @@ def test_gunicorn_uses_the_maintained_uvicorn_worker(gunicorn_config: GunicornCo
     assert config.worker_class is importlib.import_module("uvicorn_worker").UvicornWorker
     assert issubclass(config.worker_class, Worker)
     assert config.wsgi_app == "api.main:app"
-    assert config.bind == ["0.0.0.0:8000"]
+    assert config.bind == ["127.0.0.1:8000"]  # this machine only, unless API_HOST says
     assert config.workers == 2
     assert 0 < config.graceful_timeout < 15  # start_services.sh waits 15 s before it kills
     assert config.timeout >= config.graceful_timeout
@@ -271,7 +302,7 @@ def test_gunicorn_uses_the_maintained_uvicorn_worker(gunicorn_config: GunicornCo
 def test_gunicorn_reads_port_concurrency_and_log_level(gunicorn_config: GunicornConfig) -> None:
     config = gunicorn_settings(gunicorn_config(PORT="9123", WEB_CONCURRENCY="5",
                                                LOG_LEVEL="debug"))
-    assert config.bind == ["0.0.0.0:9123"]
+    assert config.bind == ["127.0.0.1:9123"]
     assert config.workers == 5
     assert config.loglevel == "debug"
     assert config.logconfig_dict["root"]["level"] == "DEBUG"
@@ -311,3 +342,29 @@ def test_gunicorn_metrics_folder_lifecycle(gunicorn_config: GunicornConfig,
     assert not any(given.iterdir())  # emptied at start
     namespace["on_exit"](None)
     assert given.is_dir()  # but not ours to delete
+
+
+def test_gunicorn_listens_where_api_host_says(gunicorn_config: GunicornConfig) -> None:
+    assert gunicorn_settings(gunicorn_config(API_HOST="0.0.0.0")).bind == ["0.0.0.0:8000"]
+    assert gunicorn_settings(gunicorn_config(API_HOST="::", PORT="9000")).bind == ["[::]:9000"]
+    assert gunicorn_settings(gunicorn_config(API_HOST="")).bind == ["127.0.0.1:8000"]
+
+
+# --- start_services.sh (scripts/supervise.py) ----------------------------------------------
+
+
+def test_start_services_listens_on_this_machine_only_by_default(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        supervise = importlib.import_module("supervise")
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    monkeypatch.delenv("API_HOST", raising=False)
+    monkeypatch.delenv("SIM_HOST", raising=False)
+    assert supervise.api_host() == "127.0.0.1"  # what it checks and waits for: Gunicorn's
+    assert supervise.local_url("0.0.0.0", 8000) == "http://127.0.0.1:8000"
+    assert supervise.local_url("::", 8000) == "http://[::1]:8000"
+    assert supervise.local_url("10.1.2.3", 8000) == "http://10.1.2.3:8000"
+    assert SimSettings().sim_host == "127.0.0.1"  # the simulator it starts

@@ -26,6 +26,17 @@ async def current_principal(
     return resources_of(request).access_tokens.verify(credentials.credentials)
 
 
+async def optional_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal | None:
+    """Who is calling, for routes open to anonymous callers that tell signed-in ones more
+    (`/ready`): None without a token; a token that is there must be valid (401 otherwise)."""
+    if credentials is None:
+        return None
+    return await current_principal(request, credentials)
+
+
 async def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     if not principal.is_admin:
         raise Forbidden("this endpoint needs the admin role", code="admin_required")
@@ -34,3 +45,4 @@ async def admin_principal(principal: Annotated[Principal, Depends(current_princi
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
 AdminUser = Annotated[Principal, Depends(admin_principal)]
+OptionalUser = Annotated[Principal | None, Depends(optional_principal)]

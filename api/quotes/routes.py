@@ -65,6 +65,8 @@ async def get_active_quotes(resources: ResourcesDep, _user: CurrentUser) -> Resp
 
 
 @router.get("/daemon/health", summary="The relayer's health")
-async def get_relayer_health(resources: ResourcesDep, _user: CurrentUser) -> DaemonHealthOut:
-    """Always 200 (clients poll it): `alive` is false when the relayer is down or silent."""
-    return await service.relayer_health(resources)
+async def get_relayer_health(resources: ResourcesDep, user: CurrentUser) -> DaemonHealthOut:
+    """Always 200 (clients poll it): `alive` is false when the relayer is down or silent.
+    `upstream`, `instance`, `pid` and `host` are for admins (null for other users)."""
+    health = await service.relayer_health(resources)
+    return health if user.is_admin else health.for_users()

@@ -7,6 +7,8 @@ that `QuoteOut` stays in step with the bus `Quote`.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, Field
 
 
@@ -51,16 +53,23 @@ class QuotesOut(BaseModel):
 
 
 class DaemonHealthOut(BaseModel):
-    """The relayer's health hash, decoded; `alive` false (and the rest null) when it is absent."""
+    """The relayer's health hash, decoded; `alive` false (and the rest null) when it is absent.
+
+    The fields in `OPERATOR_FIELDS` are for admins: where the relayer runs and what it connects
+    to help an operator, and an attacker; other users get them as null."""
+
+    OPERATOR_FIELDS: ClassVar[frozenset[str]] = frozenset({"upstream", "instance", "pid",
+                                                            "host"})
 
     alive: bool = Field(description="the hash exists and was refreshed within "
                                      "RELAYER_HEALTH_MAX_AGE_S")
     state: str | None = Field(None, examples=["connected"],
                               description="connecting, connected, backoff or stopping")
-    upstream: str | None = Field(None, description="adapter and URL, never credentials")
-    instance: str | None = None
-    pid: int | None = None
-    host: str | None = None
+    upstream: str | None = Field(None, description="adapter and URL, never credentials "
+                                                   "(admins only)")
+    instance: str | None = Field(None, description="the relayer's id (admins only)")
+    pid: int | None = Field(None, description="admins only")
+    host: str | None = Field(None, description="admins only")
     started_at: str | None = None
     connected_at: str | None = None
     last_tick_at: str | None = None
@@ -73,3 +82,7 @@ class DaemonHealthOut(BaseModel):
     rejected_topics: list[str] = Field(default_factory=list)
     updated_at: str | None = None
     updated_age_s: float | None = None
+
+    def for_users(self) -> DaemonHealthOut:
+        """This answer without the operator fields, for a caller who is not an admin."""
+        return self.model_copy(update=dict.fromkeys(self.OPERATOR_FIELDS))

@@ -1,12 +1,16 @@
 """Readiness: can this API process serve requests now? (`GET /ready`)
 
-Ready means Redis and the SQL database both answer within `READY_TIMEOUT_S`. The relayer's
+Ready means Redis and the SQL database both answer within `READY_TIMEOUT_S`, and the relayer's
+desired set holds the SQL subscriptions (after Redis loses its data, this worker restores them
+within SUBSCRIPTIONS_RESTORE_INTERVAL_S; until then it is not ready). The relayer's
 state and the fills worker's heartbeat are reported but do not decide readiness: accounts,
 orders and payments work without live prices, and a load balancer that took every API host out
 of service because the relayer is reconnecting would turn a degraded platform into a dead one.
 
-The answer names what failed (exception type, or a timeout) but never the exception's text,
-which can carry host names: the endpoint needs no token. The full error is logged.
+Anyone may ask, and learns only ready or not (`ReadinessStatus`): a load balancer needs no
+more. An admin's token gets the checks (`Readiness`). Even those name what failed (exception
+type, or a timeout) but never the exception's text, which can carry host names and
+credentials; the full error is logged.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from sqlalchemy.orm import Session
 from api.quotes.schemas import DaemonHealthOut
 from api.quotes.service import relayer_health, seconds_since
 from api.resources import Resources
+from api.subscriptions.restore import desired_set_restored
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +63,21 @@ class FillsCheck(BaseModel):
     error: str | None = None
 
 
+class ReadinessStatus(BaseModel):
+    """The whole answer for anyone but an admin."""
+
+    status: Literal["ready", "not_ready"]
+
+
 class Readiness(BaseModel):
+    """The answer with every check, for admins."""
+
     status: Literal["ready", "not_ready"]
     redis: Check
     database: Check
+    subscriptions: Check = Field(description="the relayer's desired set holds the SQL "
+                                             "subscriptions (restored within a second after "
+                                             "Redis loses it)")
     relayer: RelayerCheck
     fills: FillsCheck
 
@@ -73,15 +89,18 @@ class Readiness(BaseModel):
         """One line naming what failed, for the problem detail."""
         failed = [f"{name} ({check.error})" for name, check in
                   (("Redis", self.redis), ("the database", self.database)) if not check.ok]
-        return "not ready: " + " and ".join(failed) + " unreachable"
+        if failed:
+            return "not ready: " + " and ".join(failed) + " unreachable"
+        return f"not ready: the desired subscriptions are {self.subscriptions.error}"
 
 
 async def check_readiness(resources: Resources) -> Readiness:
     """Run the three checks concurrently; none raises (a failure is part of the answer)."""
     limit_s = resources.settings.ready_timeout_s
-    redis, database, relayer, fills = await asyncio.gather(
+    redis, database, desired, relayer, fills = await asyncio.gather(
         _timed("Redis", lambda: resources.redis.ping(), limit_s),
         _timed("database", lambda: resources.db.run(_select_one), limit_s),
+        _timed("desired set", lambda: desired_set_restored(resources), limit_s),
         _timed("relayer health", lambda: relayer_health(resources), limit_s),
         _timed("fills worker health", lambda: _fills_health(resources), limit_s),
     )
@@ -96,9 +115,15 @@ async def check_readiness(resources: Resources) -> Readiness:
         **({} if health is None else health.model_dump(
             include={"state", "upstream", "updated_age_s", "last_tick_age_s", "subscriptions"})),
     )
-    ready = redis_check.ok and database_check.ok
+    # Redis lost the desired set and it is not restored yet: the relayer keeps what it has, but
+    # admin subscriptions are missing from it (api.subscriptions.restore).
+    subscriptions_check = Check(
+        ok=desired.result is True, latency_ms=desired.latency_ms,
+        error=desired.error or (None if desired.result else "not restored from SQL yet"))
+    ready = redis_check.ok and database_check.ok and subscriptions_check.ok
     return Readiness(status="ready" if ready else "not_ready", redis=redis_check,
-                     database=database_check, relayer=relayer_check,
+                     database=database_check, subscriptions=subscriptions_check,
+                     relayer=relayer_check,
                      fills=fills.result or FillsCheck(alive=False, error=fills.error))
 
 

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from redis.asyncio import Redis
 
 from api.app import create_app
+from api.models import Role
 from api.quotes.cache import QuoteCache
 from api.quotes.schemas import QuoteOut
 from api.settings import ApiSettings
@@ -158,7 +159,8 @@ async def test_daemon_health_from_the_relayers_hash(
     await writer.aclose()
 
     with TestClient(create_app(api_settings)) as client:
-        answer = client.get(f"{BASE}/daemon/health", headers=bearer(api_settings))
+        # As an admin: other users do not see `upstream` (tests/api/test_system.py).
+        answer = client.get(f"{BASE}/daemon/health", headers=bearer(api_settings, Role.ADMIN))
     assert answer.status_code == 200
     body = answer.json()
     assert body["alive"] is True and body["state"] == "connected"

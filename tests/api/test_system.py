@@ -12,15 +12,20 @@ import pytest
 from fastapi import APIRouter, HTTPException
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 
+from api.app import create_app
 from api.db import Database, make_engine
 from api.errors import PROBLEM_JSON
-from api.settings import ApiSettings
+from api.settings import ApiSettings, Environment
 from relayer.bus import BusNames, RelayerState, format_utc
 from relayer.health import HealthReporter, RelayerStats
+from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.conftest import RedisServer
+from tests.support.api import assert_problem
 from tests.support.env import free_port
+from tests.support.fake_portone import webhook_secret
 
 NAMES = BusNames()
 
@@ -45,9 +50,24 @@ def write_health(server: RedisServer, *, last_tick_age_s: float = 1.5,
     asyncio.run(write())
 
 
-def samples(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def login_as_admin(client: TestClient) -> dict[str, str]:
+    """The bearer header of the admin account the app ensures at start (a real login)."""
+    answer = client.post("/api/v1/auth/login",
+                         json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    assert answer.status_code == 200, answer.text
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+
+@pytest.fixture
+def admin(client: TestClient) -> dict[str, str]:
+    return login_as_admin(client)
+
+
+def samples(client: TestClient,
+            headers: dict[str, str] | None = None) -> dict[tuple[str, frozenset[tuple[str, str]]],
+                                                          float]:
     """Every sample of a scrape, keyed by (name, labels)."""
-    answer = client.get("/metrics")
+    answer = client.get("/metrics", headers=headers)
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
     return {(sample.name, frozenset(sample.labels.items())): sample.value
@@ -70,8 +90,29 @@ def test_health_answers_ok(client: TestClient) -> None:
     assert answer.json() == {"status": "ok"}
 
 
-def test_ready_with_redis_and_database_up_and_no_relayer(client: TestClient) -> None:
-    answer = client.get("/ready")
+def test_ready_tells_anyone_but_an_admin_only_that_it_is_ready(
+    client: TestClient, admin: dict[str, str], alice: dict[str, str],
+    redis_server: RedisServer
+) -> None:
+    write_health(redis_server)  # a live relayer, whose upstream URL must not show
+    for headers in (None, alice):
+        answer = client.get("/ready", headers=headers)
+        assert answer.status_code == 200
+        assert answer.json() == {"status": "ready"}
+    details = client.get("/ready", headers=admin).json()
+    assert details["status"] == "ready"
+    assert details["relayer"]["upstream"] == "sim ws://127.0.0.1:8765/ws"
+    assert {"redis", "database", "fills"} <= set(details)
+
+
+def test_ready_refuses_a_token_that_is_not_valid(client: TestClient) -> None:
+    answer = client.get("/ready", headers={"Authorization": "Bearer not-a-token"})
+    assert_problem(answer, 401, "invalid_token")
+
+
+def test_ready_with_redis_and_database_up_and_no_relayer(client: TestClient,
+                                                         admin: dict[str, str]) -> None:
+    answer = client.get("/ready", headers=admin)
     assert answer.status_code == 200
     body = answer.json()
     assert body["status"] == "ready"
@@ -86,9 +127,10 @@ def test_ready_with_redis_and_database_up_and_no_relayer(client: TestClient) -> 
     assert body["fills"]["alive"] is False and body["fills"]["updated_age_s"] is None
 
 
-def test_ready_reports_a_live_relayer(client: TestClient, redis_server: RedisServer) -> None:
+def test_ready_reports_a_live_relayer(client: TestClient, redis_server: RedisServer,
+                                      admin: dict[str, str]) -> None:
     write_health(redis_server)
-    relayer = client.get("/ready").json()["relayer"]
+    relayer = client.get("/ready", headers=admin).json()["relayer"]
     assert relayer["alive"] is True
     assert relayer["state"] == "connected"
     assert relayer["subscriptions"] == 20
@@ -96,25 +138,31 @@ def test_ready_reports_a_live_relayer(client: TestClient, redis_server: RedisSer
 
 
 def test_ready_reports_a_relayer_that_stopped_refreshing_as_not_alive(
-    client: TestClient, redis_server: RedisServer, api_settings: ApiSettings
+    client: TestClient, redis_server: RedisServer, api_settings: ApiSettings,
+    admin: dict[str, str]
 ) -> None:
     write_health(redis_server)
     stale = format_utc(datetime.now(UTC) - timedelta(
         seconds=api_settings.relayer_health_max_age_s + 3), millis=True)
     redis_server.client().hset(NAMES.relayer_health, "updated_at", stale)
-    answer = client.get("/ready")
+    answer = client.get("/ready", headers=admin)
     assert answer.status_code == 200
     assert answer.json()["relayer"]["alive"] is False
     assert answer.json()["relayer"]["state"] == "connected"
 
 
 def test_ready_is_503_problem_json_quickly_when_redis_is_down(
-    client: TestClient, real_redis_server: RedisServer
+    client: TestClient, real_redis_server: RedisServer, admin: dict[str, str]
 ) -> None:
     assert client.get("/ready").status_code == 200  # the pool holds a live connection now
     real_redis_server.stop()
+    anonymous = client.get("/ready")
+    assert_problem(anonymous, 503, "not_ready")
+    # Only "not ready": nothing about what failed, or where.
+    assert set(anonymous.json()) == {"type", "title", "status", "detail", "code", "instance"}
+    assert "Redis" not in anonymous.text
     started = time.monotonic()
-    answer = client.get("/ready")
+    answer = client.get("/ready", headers=admin)
     elapsed = time.monotonic() - started
     assert answer.status_code == 503
     assert answer.headers["content-type"] == PROBLEM_JSON
@@ -131,16 +179,20 @@ def test_ready_is_503_problem_json_quickly_when_redis_is_down(
     assert client.get("/health").status_code == 200
 
 
-def test_ready_is_503_when_the_database_is_unreachable(client: TestClient) -> None:
+def test_ready_is_503_when_the_database_is_unreachable(client: TestClient,
+                                                      admin: dict[str, str]) -> None:
     resources = client.app.state.resources  # type: ignore[attr-defined]
     working = resources.db
     # Nothing listens on a fresh free port: every connect is refused.
     resources.db = Database(make_engine(f"mysql+pymysql://root@127.0.0.1:{free_port()}/x"))
     try:
-        answer = client.get("/ready")
+        anonymous = client.get("/ready")
+        answer = client.get("/ready", headers=admin)
     finally:
         resources.db.dispose()
         resources.db = working
+    assert_problem(anonymous, 503, "not_ready")
+    assert "database" not in anonymous.json()
     assert answer.status_code == 503
     body = answer.json()
     assert body["code"] == "not_ready"
@@ -150,7 +202,7 @@ def test_ready_is_503_when_the_database_is_unreachable(client: TestClient) -> No
     assert "127.0.0.1" not in answer.text  # no connection details on an open endpoint
 
 
-def test_ready_gives_up_on_a_check_that_hangs(client: TestClient,
+def test_ready_gives_up_on_a_check_that_hangs(client: TestClient, admin: dict[str, str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     resources = client.app.state.resources  # type: ignore[attr-defined]
     monkeypatch.setattr(resources.settings, "ready_timeout_s", 0.2)
@@ -160,7 +212,7 @@ def test_ready_gives_up_on_a_check_that_hangs(client: TestClient,
 
     monkeypatch.setattr("api.system.readiness._select_one", hang)
     started = time.monotonic()
-    answer = client.get("/ready")
+    answer = client.get("/ready", headers=admin)
     assert time.monotonic() - started < 0.9
     assert answer.status_code == 503
     assert answer.json()["database"]["error"] == "timed out after 0.2s"
@@ -262,3 +314,128 @@ def test_metrics_still_answer_when_redis_is_down(client: TestClient,
     assert scrape[("stocking_relayer_up", frozenset())] == 0
     assert ("stocking_relayer_ticks_total", frozenset()) not in scrape
     assert requests_total(scrape, "/health", "200") >= 1
+
+
+def test_metrics_need_the_metrics_token_when_one_is_set(
+    api_settings: ApiSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api_settings, "metrics_token", SecretStr("scrape-" + "t" * 32))
+    with TestClient(create_app(api_settings)) as client:
+        assert_problem(client.get("/metrics"), 401, "not_authenticated")
+        for wrong in ("scrape-" + "t" * 31, "scrape-" + "t" * 33, login_as_admin(client)[
+                "Authorization"].removeprefix("Bearer ")):
+            answer = client.get("/metrics", headers={"Authorization": f"Bearer {wrong}"})
+            assert_problem(answer, 401, "invalid_token")
+            assert answer.headers["www-authenticate"] == "Bearer"
+        # A header value that is not ASCII is compared as bytes: a 401, not a 500.
+        answer = client.get("/metrics", headers={b"Authorization": b"Bearer sc\xe9"})
+        assert_problem(answer, 401, "invalid_token")
+        scrape = samples(client, {"Authorization": "Bearer scrape-" + "t" * 32})
+        assert ("stocking_relayer_up", frozenset()) in scrape
+        assert client.get("/health").status_code == 200  # the rest stays as it was
+
+
+def test_an_empty_metrics_token_is_no_token(client: TestClient, api_settings: ApiSettings,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(api_settings, "metrics_token", SecretStr(""))
+    assert client.get("/metrics").status_code == 200  # development: open
+    assert client.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 200
+
+
+# --- what is exposed to whom ----------------------------------------------------------------
+
+
+def test_daemon_health_shows_where_the_relayer_runs_to_admins_only(
+    client: TestClient, redis_server: RedisServer, admin: dict[str, str], alice: dict[str, str]
+) -> None:
+    write_health(redis_server)
+    url = "/api/v1/trading/realtime/daemon/health"
+    for_admin = client.get(url, headers=admin).json()
+    assert for_admin["alive"] is True
+    assert for_admin["host"] and for_admin["pid"] > 0 and for_admin["instance"] == "test"
+    assert for_admin["upstream"] == "sim ws://127.0.0.1:8765/ws"
+    answer = client.get(url, headers=alice)
+    assert answer.status_code == 200
+    for_user = answer.json()
+    hidden = {"host", "pid", "instance", "upstream"}
+    assert all(for_user[name] is None for name in hidden), for_user
+    assert for_admin["host"] not in answer.text and "8765" not in answer.text
+    # Everything a client needs to judge the prices it gets is still there (ages move on).
+    def shown(body: dict[str, object]) -> dict[str, object]:
+        return {name: value for name, value in body.items()
+                if name not in hidden and not name.endswith("_age_s")}
+
+    assert shown(for_user) == shown(for_admin)
+    assert for_user["last_tick_age_s"] is not None and for_user["updated_age_s"] is not None
+    assert for_user["state"] == "connected" and for_user["ticks_total"] == 1234
+
+
+def production_settings(redis_url: str, database_url: str, **overrides: object) -> ApiSettings:
+    """Settings production accepts: a real-looking JWT key and PortOne values, no SQLite."""
+    return ApiSettings(
+        stocking_env=Environment.PRODUCTION, redis_url=redis_url, database_url=database_url,
+        jwt_secret_key=SecretStr("production-signing-key-" + "p" * 32),
+        portone_store_id="store-00000000-0000-0000-0000-000000000001",
+        portone_channel_key="channel-key-00000000-0000-0000-0000-000000000001",
+        portone_v2_api_secret=SecretStr("v2-api-secret-" + "s" * 40),
+        portone_webhook_secret=SecretStr(webhook_secret()),
+        **overrides)
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
+def test_api_docs_are_off_in_production_unless_enabled(
+    path: str, redis_server: RedisServer, mysql_database_url: str
+) -> None:
+    off = production_settings(redis_server.url, mysql_database_url)
+    with TestClient(create_app(off)) as client:
+        assert client.get(path).status_code == 404
+        assert client.get("/health").status_code == 200
+    on = production_settings(redis_server.url, mysql_database_url, api_docs_enabled=True)
+    with TestClient(create_app(on)) as client:
+        assert client.get(path).status_code == 200
+
+
+def test_docs_are_served_in_development_unless_disabled(api_settings: ApiSettings) -> None:
+    with TestClient(create_app(api_settings)) as client:
+        assert client.get("/openapi.json").status_code == 200
+    api_settings.api_docs_enabled = False
+    with TestClient(create_app(api_settings)) as client:
+        assert client.get("/openapi.json").status_code == 404
+        assert client.get("/docs").status_code == 404
+
+
+def test_metrics_are_off_in_production_without_a_token_unless_public(
+    redis_server: RedisServer, mysql_database_url: str
+) -> None:
+    with TestClient(create_app(production_settings(redis_server.url,
+                                                   mysql_database_url))) as client:
+        assert_problem(client.get("/metrics"), 404, "metrics_off")
+    public = production_settings(redis_server.url, mysql_database_url, metrics_public=True)
+    with TestClient(create_app(public)) as client:
+        assert client.get("/metrics").status_code == 200
+    token = "scrape-" + "t" * 32
+    guarded = production_settings(redis_server.url, mysql_database_url,
+                                  metrics_token=SecretStr(token))
+    with TestClient(create_app(guarded)) as client:
+        assert_problem(client.get("/metrics"), 401, "not_authenticated")
+        assert client.get("/metrics",
+                          headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_a_refused_start_does_not_print_the_secrets_it_was_given(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    # Pydantic shows the start and the end of what it was given: the last one is short.
+    secrets_given = {"jwt_secret_key": "jwt-" + "j" * 40,
+                     "metrics_token": "metrics-" + "m" * 32,
+                     "database_url": "mysql+pymysql://app:db-password-0001@db/stocking",
+                     "portone_v2_api_secret": "v2-secret-0001"}
+    with pytest.raises(ValidationError) as refused:
+        # Production, with the PortOne store left at its development placeholder.
+        ApiSettings(stocking_env="production", **secrets_given)
+    assert "PORTONE_STORE_ID" in str(refused.value)
+    for secret in ("j" * 40, "m" * 32, "db-password-0001", "v2-secret-0001"):
+        assert secret not in str(refused.value)
+        assert secret not in repr(refused.value)
+    settings = ApiSettings(metrics_token=SecretStr("metrics-" + "m" * 32))
+    assert "m" * 32 not in repr(settings)
