@@ -8,6 +8,7 @@ started is gone, and its ports free, after the stop signal.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -44,7 +45,8 @@ CONTROLLED = ("REDIS_URL", "DATABASE_URL", "PORT", "WEB_CONCURRENCY", "SIM_HOST"
               "STOCKING_ADMIN_PASSWORD", "PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS",
               "RELAYER_UPSTREAM", "RELAYER_UPSTREAM_URL", "RELAYER_SUBSCRIBE",
               "PORTONE_STORE_ID", "PORTONE_CHANNEL_KEY", "PORTONE_V2_API_SECRET",
-              "PORTONE_WEBHOOK_SECRET", "PORTONE_API_BASE_URL", "PAYMENT_PRODUCTS")
+              "PORTONE_WEBHOOK_SECRET", "PORTONE_API_BASE_URL", "PAYMENT_PRODUCTS",
+              "API_HOST", "METRICS_TOKEN", "METRICS_PUBLIC", "API_DOCS_ENABLED")
 
 
 def environment(**settings: str) -> dict[str, str]:
@@ -97,6 +99,21 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on this port (Linux: /proc/net)."""
+    found: set[str] = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                # The kernel writes each 32-bit word in host (little-endian) order.
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, width // 2, 4))
+                found.add(str(ipaddress.ip_address(words)))
+    return found
 
 
 def alive(pid: int) -> bool:
@@ -301,10 +318,16 @@ def test_start_services_runs_the_platform_and_ctrl_c_stops_all_of_it(
         assert "A005930" in text
 
         assert get(f"{base}/health") == (200, b'{"status":"ok"}')
-        status, body = get(f"{base}/ready")
+        # This machine only (API_HOST unset), as a development API should be.
+        assert listening_addresses(port) == {"127.0.0.1"}
+        # Anyone learns whether it is ready; the admin also sees the checks.
+        assert get(f"{base}/ready") == (200, b'{"status":"ready"}')
+        status, body = http("POST", f"{base}/api/v1/auth/login",
+                            {"email": email, "password": password})
         assert status == 200, body
-        wait_for(lambda: json.loads(get(f"{base}/ready")[1])["relayer"]["alive"] is True,
-                 "live relayer in /ready", 30, platform, log)
+        admin_auth = {"authorization": f"Bearer {json.loads(body)['access_token']}"}
+        wait_for(lambda: json.loads(get(f"{base}/ready", admin_auth)[1])["relayer"]["alive"]
+                 is True, "live relayer in /ready", 30, platform, log)
 
         paths = json.loads(get(f"{base}/openapi.json")[1])["paths"]
         if "/api/v1/auth/login" in paths:
