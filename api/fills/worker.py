@@ -28,12 +28,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from redis import Redis
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
-from api.db import Database
+from api.db import Database, is_unavailable
 from api.fills import store
 from api.fills.matching import RestingOrder, Tick, after, candidates
 from api.idempotency import purge
@@ -41,7 +40,7 @@ from api.market.rules import Costs
 from api.models import Side
 from api.orders import service as order_service
 from api.orders.snapshot import stream_id_key
-from relayer.bus import STREAM_QUOTE_FIELD, BusNames, format_utc
+from relayer.bus import STREAM_QUOTE_FIELD, BusNames, MalformedQuote, Quote, format_utc
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +49,9 @@ HEALTH_INTERVAL_S = 1.0
 HEALTH_TTL_S = 5
 EXPIRY_INTERVAL_S = 1.0
 PURGE_INTERVAL_S = 600.0
+# Pauses between attempts while the database is unavailable (doubling up to the maximum).
+OUTAGE_PAUSE_INITIAL_S = 0.5
+OUTAGE_PAUSE_MAX_S = 4.0
 
 # Stream entries as redis-py returns them; the fields are None for a pending entry that was
 # trimmed from the stream before it was processed again.
@@ -69,22 +71,14 @@ def parse_tick(entry_id: bytes | str, fields: Fields | None) -> Tick | None:
         return None
     raw = fields.get(STREAM_QUOTE_FIELD.encode()) or fields.get(STREAM_QUOTE_FIELD)
     try:
-        quote = orjson.loads(raw) if raw is not None else None
-    except orjson.JSONDecodeError:
-        quote = None
-    if not isinstance(quote, dict):
-        logger.warning("skipping unreadable tick %s", _text(entry_id))
+        quote = Quote.from_json(raw if raw is not None else b"")
+    except MalformedQuote as exc:
+        logger.warning("skipping malformed tick %s: %s", _text(entry_id), exc)
         return None
-    code, price, volume = quote.get("code"), quote.get("price"), quote.get("volume")
-    if not (isinstance(code, str) and isinstance(price, int) and isinstance(volume, int)
-            and price > 0 and volume > 0):
-        logger.warning("skipping tick %s without code, price or volume", _text(entry_id))
+    if quote.volume <= 0:  # a well-formed print with nothing traded fills nothing
         return None
-    seq = quote.get("seq")
-    ts = quote.get("ts")
-    return Tick(id=_text(entry_id), code=code, price=price, volume=volume,
-                seq=seq if isinstance(seq, int) else None,
-                ts=ts if isinstance(ts, str) else None)
+    return Tick(id=_text(entry_id), code=quote.code, price=quote.price, volume=quote.volume,
+                seq=quote.seq, ts=quote.ts)
 
 
 class FillsWorker:
@@ -123,13 +117,29 @@ class FillsWorker:
         self.ensure_group()
         self.last_entry_id = self._last_delivered()
         logger.info("fills worker reading %s as %s/%s", self.stream, self.group, CONSUMER)
-        self.drain_pending()
+        pause = OUTAGE_PAUSE_INITIAL_S
         try:
             while not self.stopping.is_set():
-                caught_up = self.step()
-                self.report_health(caught_up)
-                if caught_up:
-                    self.housekeeping()
+                try:
+                    # Again after an outage: what was read but not acknowledged is pending.
+                    self.drain_pending()
+                    while not self.stopping.is_set():
+                        caught_up = self.step()
+                        self.report_health(caught_up)
+                        if caught_up:
+                            self.housekeeping()
+                        pause = OUTAGE_PAUSE_INITIAL_S
+                except Exception as exc:
+                    # The database down or frozen: wait for it here rather than exit. A crash
+                    # would be restarted by the supervisor, but on its backoff (up to 30 s),
+                    # not seconds after the database returns. Nothing is lost: the batch in
+                    # hand was not acknowledged, and is read again from the pending entries.
+                    if not is_unavailable(exc):
+                        raise
+                    logger.warning("database unavailable (%s); trying again in %.1f s",
+                                   type(exc).__name__, pause)
+                    self.stopping.wait(pause)
+                    pause = min(OUTAGE_PAUSE_MAX_S, pause * 2)
         finally:
             self.redis.delete(self.health_key)
 

@@ -7,11 +7,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import orjson
-
-from api.quotes.service import epoch_s
+from api.quotes.service import epoch_s, note_malformed_quote
 from api.resources import Resources
-from relayer.bus import Quote
+from relayer.bus import MalformedQuote, Quote
 
 EMPTY_STREAM_ID = "0-0"
 
@@ -34,24 +32,24 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _quote(raw: bytes | str | None) -> Quote | None:
+def _quote(raw: bytes | str | None, key: str) -> Quote | None:
+    """The stored quote; None when absent or malformed (an order then has no quote)."""
     if raw is None:
         return None
     try:
-        quote = Quote.from_json(raw)
-    except (orjson.JSONDecodeError, TypeError):
+        return Quote.from_json(raw)
+    except MalformedQuote as exc:
+        note_malformed_quote(key, raw, exc)
         return None
-    if not isinstance(quote.price, int) or not isinstance(quote.base, int) or quote.base <= 0:
-        return None
-    return quote
 
 
 async def market_snapshot(resources: Resources, code: str) -> MarketSnapshot:
+    key = resources.names.quote(code)
     async with resources.redis.pipeline(transaction=False) as pipe:
-        pipe.get(resources.names.quote(code))
+        pipe.get(key)
         pipe.xrevrange(resources.names.tick_stream, count=1)
         raw_quote, last_entries = await pipe.execute()
-    quote = _quote(raw_quote)
+    quote = _quote(raw_quote, key)
     received = None if quote is None else epoch_s(quote.received_at)
     age = None if received is None else max(time.time() - received, 0.0)
     last_id = _text(last_entries[0][0]) if last_entries else EMPTY_STREAM_ID

@@ -23,7 +23,7 @@ from api.errors import NotFound, Unprocessable
 from api.instruments import parse_code
 from api.quotes.schemas import DaemonHealthOut
 from api.resources import Resources
-from relayer.bus import BusNames, decode_health
+from relayer.bus import BusNames, MalformedQuote, decode_health, decode_quote
 
 logger = logging.getLogger(__name__)
 
@@ -62,16 +62,29 @@ def checked_code(text: str) -> str:
         raise Unprocessable(str(exc), code="invalid_code") from exc
 
 
+# Key -> the malformed value last logged for it (bounded; per process, for the log alone).
+_logged_malformed: dict[str, bytes | str] = {}
+
+
+def note_malformed_quote(key: str, raw: bytes | str, error: MalformedQuote) -> None:
+    """Log a malformed quote at WARNING once per key and value: garbage at a popular key would
+    otherwise log on every read, thousands of times a second."""
+    if _logged_malformed.get(key) == raw:
+        return
+    if len(_logged_malformed) >= 1024:
+        _logged_malformed.clear()
+    _logged_malformed[key] = raw
+    logger.warning("ignoring a malformed quote in %s (%s): %.80r; it counts as no quote until "
+                   "the relayer writes the next tick", key, error, raw)
+
+
 def _decode(raw: bytes | str, key: str) -> dict[str, Any] | None:
-    """The stored quote; None (logged) if it is not a JSON object."""
+    """The stored quote, checked by the bus codec; None (logged once) if it is malformed."""
     try:
-        quote = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        quote = None
-    if not isinstance(quote, dict):
-        logger.warning("ignoring unreadable quote in %s: %.80r", key, raw)
+        return decode_quote(raw)
+    except MalformedQuote as exc:
+        note_malformed_quote(key, raw, exc)
         return None
-    return quote
 
 
 def _aged(quote: dict[str, Any], received: float | None, now: float,
