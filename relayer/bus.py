@@ -35,6 +35,14 @@ class CommandType(StrEnum):
     RESYNC = "resync"
 
 
+class DesiredSource(StrEnum):
+    """Where the desired set's topics come from; each one marks `NS:subs:initialised` when it
+    has loaded its topics (`BusNames.desired_initialised`)."""
+
+    SEED = "seed"  # the relayer's RELAYER_SUBSCRIBE
+    SQL = "sql"  # the API's `subscriptions` table (admin subscriptions)
+
+
 class RelayerState(StrEnum):
     STANDBY = "standby"
     CONNECTING = "connecting"
@@ -71,6 +79,13 @@ class BusNames:
     def desired_subscriptions(self) -> str:
         """Set of topics that should be subscribed upstream (written by the API)."""
         return f"{self.ns}:subs:desired"
+
+    @property
+    def desired_initialised(self) -> str:
+        """Hash `DesiredSource` -> when that source last loaded its topics into the desired
+        set. A Redis that loses its data loses this marker with the set: a missing field means
+        "not restored yet", never "nothing desired" (the relayer then unsubscribes nothing)."""
+        return f"{self.ns}:subs:initialised"
 
     @property
     def active_subscriptions(self) -> str:

@@ -8,7 +8,7 @@ Task tree (every task has an owner; a stop cancels from the top):
      +-- _lead                          standby until the lease is ours, then one term:
           +-- Lease.hold                renews; LeadershipLost ends the term
           +-- _listen_for_commands      NS:cmd nudges -> SubscriptionManager.handle
-          +-- _reconcile_periodically   repairs lost nudges
+          +-- _reconcile_periodically   repairs lost nudges and a desired set Redis lost
           +-- _keep_upstream            connect, reconcile, read; backoff; reconnect
 
 This module decides *when* things happen; what happens lives in the modules it calls.
@@ -85,6 +85,7 @@ class Relayer:
                 interval_s=settings.relayer_subscribe_batch_interval_s,
                 max_subscriptions=settings.relayer_max_subscriptions,
             ),
+            seeds=settings.relayer_subscribe,
         )
         self._lease = Lease(
             redis, self._names.relayer_leader, self._instance, settings.relayer_lease_ttl_ms
@@ -152,7 +153,7 @@ class Relayer:
         backoff = self._backoff()
         first = True
         with contextlib.suppress(RedisError):
-            await self._subscriptions.seed(self._settings.relayer_subscribe)
+            await self._subscriptions.seed()
         while True:
             self.stats.state = RelayerState.CONNECTING
             try:
@@ -280,10 +281,24 @@ class Relayer:
             ))
 
     async def _reconcile_periodically(self) -> None:
+        """A full reconcile every RELAYER_RECONCILE_INTERVAL_S repairs lost nudges. In between,
+        a look at the desired set's marks every RELAYER_DESIRED_CHECK_INTERVAL_S (one HGETALL)
+        notices within a second that Redis lost the set (our seeds are put back at once) or
+        that the API restored it, even if its nudge was lost: both change the marks."""
+        settings = self._settings
+        every = min(settings.relayer_desired_check_interval_s,
+                    settings.relayer_reconcile_interval_s)
+        reconciled_at = time.monotonic()
+        seen: dict[str, str] | None = None
         while True:
-            await asyncio.sleep(self._settings.relayer_reconcile_interval_s)
+            await asyncio.sleep(every)
             try:
-                await self._subscriptions.reconcile()
+                marks = await self._subscriptions.marks()
+                due = time.monotonic() - reconciled_at >= settings.relayer_reconcile_interval_s
+                if due or marks != seen:
+                    await self._subscriptions.reconcile()
+                    reconciled_at = time.monotonic()
+                seen = marks
             except RedisError as exc:
                 logger.warning("periodic reconcile failed: %s", exc)
 

@@ -88,6 +88,8 @@ class RelayerSettings(BaseSettings):
     relayer_subscribe_batch: int = Field(20, gt=0)
     relayer_subscribe_batch_interval_s: float = Field(0.4, ge=0)
     relayer_reconcile_interval_s: float = Field(15.0, gt=0)
+    # How often the desired set's marks are looked at (a Redis that lost the set is noticed).
+    relayer_desired_check_interval_s: float = Field(1.0, gt=0)
 
     # Redis writes.
     quote_ttl_s: int = Field(86400, gt=0)

@@ -9,6 +9,13 @@ command and on a timer, so a lost nudge is repaired without anyone noticing.
 A topic the server refuses is remembered as rejected and not retried by the reconcile loop (for a
 STOMP server a refused SUBSCRIBE kills the whole connection, so retrying would be a reconnect
 loop); a new explicit subscribe command for it tries once more. Rejections are per process.
+
+The desired set has two sources: RELAYER_SUBSCRIBE, seeded here, and the API's SQL table. Each
+marks `NS:subs:initialised` in the same transaction that loads its topics. A Redis that comes
+back empty (no persistence, FLUSHALL) has lost the marker with the set, so an empty or partial
+set is never read as "unsubscribe everything": until every source has marked it, reconcile only
+adds. The seed part is put back here, at once; the SQL part by the API (a check every second,
+api.subscriptions.restore), which then nudges with a resync.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -26,7 +34,9 @@ from relayer.bus import (
     Command,
     CommandResult,
     CommandType,
+    DesiredSource,
     TopicTemplate,
+    format_utc,
 )
 from relayer.upstream import SessionClosed, SubscribeRejected, UpstreamSession
 
@@ -46,16 +56,40 @@ class ReconcileReport:
     unsubscribed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # topic -> why
     connected: bool = True
+    restored: bool = True  # False: unsubscribes were held back (see DesiredState.restored)
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    topics: set[str]
+    marks: dict[str, str]  # DesiredSource value -> when it loaded its topics
+
+    @property
+    def missing_sources(self) -> list[str]:
+        return [source.value for source in DesiredSource if source.value not in self.marks]
+
+    @property
+    def restored(self) -> bool:
+        """Every source has loaded its topics since Redis last lost them: only then does a
+        topic's absence mean "not desired"."""
+        return not self.missing_sources
 
 
 class SubscriptionManager:
     def __init__(
-        self, redis: Redis, names: BusNames, topics: TopicTemplate, pacing: Pacing
+        self,
+        redis: Redis,
+        names: BusNames,
+        topics: TopicTemplate,
+        pacing: Pacing,
+        seeds: list[str],
     ) -> None:
         self._redis = redis
         self._names = names
         self._topics = topics
         self._pacing = pacing
+        self._seeds = self._valid_seeds(seeds)
+        self._restored = True  # as last seen; a change is logged
         self._lock = asyncio.Lock()
         self.session: UpstreamSession | None = None
         self.rejected: dict[str, str] = {}  # topic -> the server's reason
@@ -66,31 +100,46 @@ class SubscriptionManager:
     def active_count(self) -> int:
         return len(self.session.active) if self.session else 0
 
-    async def seed(self, codes_or_topics: list[str]) -> None:
-        """Add RELAYER_SUBSCRIBE to the desired set (invalid entries are logged and skipped)."""
+    def _valid_seeds(self, codes_or_topics: list[str]) -> list[str]:
         topics = []
         for item in codes_or_topics:
             try:
                 topics.append(self._topics.topic(item))
             except ValueError as exc:
-                logger.error("RELAYER_SUBSCRIBE: %s", exc)
-        if topics:
-            await self._redis.sadd(self._names.desired_subscriptions, *topics)
-            logger.info("seeded the desired set with %d topics", len(topics))
+                logger.error("RELAYER_SUBSCRIBE: %s", exc)  # skipped, loudly
+        return topics
+
+    async def seed(self) -> None:
+        """Add RELAYER_SUBSCRIBE to the desired set and mark the seed source loaded, in one
+        transaction (the mark never exists without the topics). On every term's start, and
+        whenever the mark is missing (Redis lost its data)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if self._seeds:
+                pipe.sadd(self._names.desired_subscriptions, *self._seeds)
+            pipe.hset(self._names.desired_initialised, DesiredSource.SEED.value,
+                      format_utc(datetime.now(UTC), millis=True))
+            await pipe.execute()
+        logger.info("seeded the desired set with %d topics", len(self._seeds))
 
     async def reconcile(self) -> ReconcileReport:
         async with self._lock:
             return await self._reconcile()
 
     async def _reconcile(self) -> ReconcileReport:
-        desired = await self.desired_topics()
+        state = await self.desired_state()
+        if DesiredSource.SEED.value not in state.marks:
+            await self.seed()  # our part of a set Redis lost: put it back now
+            state = await self.desired_state()
+        self._note_restored(state)
+        desired = state.topics
         session = self.session
-        report = ReconcileReport(connected=session is not None)
+        report = ReconcileReport(connected=session is not None, restored=state.restored)
         if session is None:
             return report
-        for topic in sorted(set(session.active) - desired):
-            await session.unsubscribe(topic)
-            report.unsubscribed.append(topic)
+        if state.restored:  # else a topic's absence may only mean "not restored yet"
+            for topic in sorted(set(session.active) - desired):
+                await session.unsubscribe(topic)
+                report.unsubscribed.append(topic)
         missing = sorted(desired - set(session.active) - set(self.rejected))
         room = self._pacing.max_subscriptions - len(session.active)
         for topic in missing[max(room, 0):]:
@@ -161,10 +210,38 @@ class SubscriptionManager:
             logger.error("upstream rejected %s: %s (not retried)", topic, refusal.reason)
         return True
 
+    def _note_restored(self, state: DesiredState) -> None:
+        if state.restored == self._restored:
+            return
+        self._restored = state.restored
+        if state.restored:
+            logger.info("the desired set is restored from every source (%d topics): "
+                        "unsubscribing what it does not hold again", len(state.topics))
+        else:
+            logger.warning(
+                "the desired set is not restored from %s yet (Redis lost it?): subscribing "
+                "what it holds, unsubscribing nothing until it is",
+                " and ".join(state.missing_sources))
+
+    async def marks(self) -> dict[str, str]:
+        """`NS:subs:initialised`: which sources have loaded their topics, and when."""
+        return _decode_marks(await self._redis.hgetall(self._names.desired_initialised))
+
+    async def desired_state(self) -> DesiredState:
+        """The desired set and its marks, read together (one transaction)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.smembers(self._names.desired_subscriptions)
+            pipe.hgetall(self._names.desired_initialised)
+            members, marks = await pipe.execute()
+        return DesiredState(self._expand(members), _decode_marks(marks))
+
     async def desired_topics(self) -> set[str]:
         """The desired set as full topics; a bare code someone added by hand is expanded."""
+        return self._expand(await self._redis.smembers(self._names.desired_subscriptions))
+
+    def _expand(self, members: set[bytes | str]) -> set[str]:
         topics = set()
-        for member in await self._redis.smembers(self._names.desired_subscriptions):
+        for member in members:
             text = member.decode() if isinstance(member, bytes) else member
             try:
                 topics.add(self._topics.topic(text))
@@ -217,6 +294,8 @@ class SubscriptionManager:
                 if ok else "resync incomplete: " + "; ".join(
                     f"{t}: {why}" for t, why in sorted(report.failed.items()))
             )
+            if not report.restored:
+                message += " (nothing unsubscribed while the desired set is being restored)"
         elif command.type is CommandType.SUBSCRIBE:
             ok = topic in active
             if ok:
@@ -229,9 +308,15 @@ class SubscriptionManager:
                 message = "topic is not in the desired set"
         else:
             ok = topic not in active
-            message = "unsubscribed" if topic in report.unsubscribed else (
-                "not subscribed" if ok else "topic is still in the desired set"
-            )
+            if topic in report.unsubscribed:
+                message = "unsubscribed"
+            elif ok:
+                message = "not subscribed"
+            elif not report.restored:
+                message = ("kept for now: the desired set is being restored after Redis lost "
+                           "it; the removal is applied once it is")
+            else:
+                message = "topic is still in the desired set"
         return CommandResult(command.id, ok, topic, message, len(active))
 
     async def push_result(self, result: CommandResult) -> None:
@@ -243,3 +328,8 @@ class SubscriptionManager:
                 await pipe.execute()
         except RedisError as exc:
             logger.warning("could not push the result of command %s: %s", result.id, exc)
+
+
+def _decode_marks(raw: dict[bytes | str, bytes | str]) -> dict[str, str]:
+    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes)
+            else v) for k, v in raw.items()}

@@ -67,7 +67,14 @@ import redis
 # The feeder is a sibling script (scripts/ is on sys.path when this runs as a script).
 from bench_feeder import CODES, PROBE_CODE, PROBES_PER_S
 
-from relayer.bus import BusNames, Command, CommandResult, CommandType, TopicTemplate
+from relayer.bus import (
+    BusNames,
+    Command,
+    CommandResult,
+    CommandType,
+    DesiredSource,
+    TopicTemplate,
+)
 from relayer.settings import DEFAULT_TOPIC_TEMPLATE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -420,6 +427,9 @@ class Bench:
         """
         timings: dict[CommandType, list[float]] = {CommandType.SUBSCRIBE: [],
                                                    CommandType.UNSUBSCRIBE: []}
+        # What the API does at start (no API runs here): the desired set's SQL part is loaded,
+        # so the relayer may unsubscribe what the set does not hold (docs/RELAYER.md).
+        self.client.hset(NAMES.desired_initialised, DesiredSource.SQL.value, "bench")
         for serial in range(count):
             topic = TOPICS.topic(f"A8{serial:05d}")
             for kind in (CommandType.SUBSCRIBE, CommandType.UNSUBSCRIBE):

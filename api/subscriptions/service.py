@@ -5,9 +5,9 @@ the relayer and report what it answered (api.subscriptions.commands). The desire
 hold topics the relayer seeded itself from RELAYER_SUBSCRIBE (no SQL row): they are listed, and
 unsubscribing them works.
 
-A Redis that restarts empty loses the desired set. Every API worker rebuilds it from SQL at
-start (`restore_desired_subscriptions`), and an admin can rebuild it at any time with
-`POST .../resync`. Nothing here runs in the background.
+A Redis that restarts empty loses the desired set. Every API worker puts the SQL part back at
+start and within a second at any time after (api.subscriptions.restore), and an admin can
+rebuild it at any time with `POST .../resync`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -27,6 +26,7 @@ from api.models import Subscription
 from api.quotes.service import relayer_health
 from api.resources import Resources
 from api.subscriptions.commands import Reply, send_command
+from api.subscriptions.restore import restore_from_sql
 from api.subscriptions.schemas import (
     RelayerSummary,
     ResyncAnswer,
@@ -84,10 +84,6 @@ def _stored(session: Session) -> list[Subscription]:
     return list(session.scalars(select(Subscription).order_by(Subscription.topic)))
 
 
-def _stored_topics(session: Session) -> list[str]:
-    return list(session.scalars(select(Subscription.topic)))
-
-
 # Service functions, one per route.
 
 
@@ -122,7 +118,7 @@ async def unsubscribe(resources: Resources, topic_text: str, admin: Principal) -
 
 async def resync(resources: Resources, admin: Principal) -> Reply:
     """Rebuild the desired set from SQL, then ask the relayer to converge to it."""
-    restored = await _restore(resources)
+    restored = await restore_from_sql(resources)
     desired = await resources.redis.scard(resources.names.desired_subscriptions)
     logger.info("admin %s resyncs: %d topics restored, %d desired", admin.user_id, restored,
                 desired)
@@ -168,37 +164,3 @@ def _active(raw: bytes) -> ActiveSubscription | None:
     except (ValueError, KeyError, TypeError):
         logger.warning("unreadable entry in the active subscriptions hash: %.80r", raw)
         return None
-
-
-async def _restore(resources: Resources) -> int:
-    """SADD every SQL topic into the desired set; how many were missing. A stored topic that
-    no longer fits RELAYER_TOPIC_TEMPLATE (the operator changed it) is left out, loudly."""
-    topics = []
-    for topic in await resources.db.run(_stored_topics):
-        if resources.topics.code(topic) is None:
-            logger.warning("stored subscription %s does not fit the topic template %s: not "
-                           "restored (subscribe its code again, and delete the old row)", topic,
-                           resources.topics.template)
-        else:
-            topics.append(topic)
-    if not topics:
-        return 0
-    return int(await resources.redis.sadd(resources.names.desired_subscriptions, *topics))
-
-
-async def restore_desired_subscriptions(resources: Resources) -> None:
-    """Startup hook (every worker, idempotent): mirror SQL into the desired set; if anything
-    was missing (Redis restarted empty), nudge the relayer to converge now rather than at its
-    next timer. Redis being down at start is logged, not fatal: the API still serves SQL
-    routes, and an admin can resync later."""
-    try:
-        restored = await _restore(resources)
-        if restored:
-            receivers = await resources.redis.publish(
-                resources.names.commands, Command(CommandType.RESYNC).to_json()
-            )
-            logger.info("restored %d subscriptions into the desired set from SQL; resync sent "
-                        "to %d relayer(s)", restored, receivers)
-    except RedisError as exc:
-        logger.warning("could not restore the desired subscriptions into Redis at start: %s "
-                       "(POST /api/v1/admin/websocket/subscriptions/resync repairs it)", exc)

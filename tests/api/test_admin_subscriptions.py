@@ -343,39 +343,7 @@ async def test_seeded_topics_show_as_desired_and_can_be_unsubscribed(
         assert set(sim.subscriptions()) == {HYNIX}
 
 
-@pytest.mark.slow
-async def test_desired_set_is_rebuilt_from_sql_after_redis_loses_it(
-    start_relayer: StartRelayer, api_settings: ApiSettings, bus: Redis, sim: SimServer
-) -> None:
-    # A short reconcile period: after the flush the relayer converges to the empty set at once.
-    start_relayer(RELAYER_RECONCILE_INTERVAL_S="0.3")
-    await wait_connected(bus, subscriptions=0)
-    async with running_app(api_settings) as api:
-        answer = await api.post(f"{BASE}/subscribe", params={"topic": HYNIX})
-        assert answer.json()["success"] is True
-
-    await bus.flushall()  # Redis restarted empty: desired set, active hash, quotes all gone
-    await sim.wait_for(lambda: HYNIX not in sim.subscriptions(), timeout=scaled(10))
-
-    # 1. The next API start rebuilds the set and nudges the relayer.
-    async with running_app(api_settings) as api:
-        assert await bus.smembers(NAMES.desired_subscriptions) == {HYNIX.encode()}
-        await sim.wait_for(lambda: HYNIX in sim.subscriptions(), timeout=scaled(10))
-        await wait_connected(bus, subscriptions=1)
-
-        # 2. While the API runs: an admin resync does the same.
-        await bus.flushall()
-        await sim.wait_for(lambda: HYNIX not in sim.subscriptions(), timeout=scaled(10))
-        await wait_connected(bus)  # health written again after the flush
-        answer = await api.post(f"{BASE}/resync")
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
-        assert body["success"] is True and body["message"].startswith("resynced")
-        assert body["restored"] == 1 and body["desired_count"] == 1 and body["active"] == 1
-        assert HYNIX in sim.subscriptions()
-        listed = (await api.get(BASE)).json()
-        assert [(s["topic"], s["desired"], s["active"]) for s in listed["subscriptions"]] == [
-            (HYNIX, True, True)]
+# A Redis that loses the desired set heals without a resync: tests/api/test_desired_set_healing.py
 
 
 def test_relayer_answer_is_decoded_from_the_result_list(

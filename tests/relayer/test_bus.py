@@ -22,6 +22,7 @@ from relayer.bus import (
     Command,
     CommandResult,
     CommandType,
+    DesiredSource,
     MalformedQuote,
     Quote,
     RelayerState,
@@ -44,6 +45,8 @@ def test_default_namespace_names_are_pinned() -> None:
     assert names.tick_channel_pattern == "stocking:ticks:*"
     assert names.tick_stream == "stocking:ticks"
     assert names.desired_subscriptions == "stocking:subs:desired"
+    assert names.desired_initialised == "stocking:subs:initialised"
+    assert [source.value for source in DesiredSource] == ["seed", "sql"]
     assert names.active_subscriptions == "stocking:subs:active"
     assert names.commands == "stocking:cmd"
     assert names.command_result("0f3c9a") == "stocking:cmd:result:0f3c9a"
@@ -59,6 +62,7 @@ def test_custom_namespace_prefixes_every_name() -> None:
     assert names.tick_channel_pattern == "paper-eu:ticks:*"
     assert names.tick_stream == "paper-eu:ticks"
     assert names.desired_subscriptions == "paper-eu:subs:desired"
+    assert names.desired_initialised == "paper-eu:subs:initialised"
     assert names.active_subscriptions == "paper-eu:subs:active"
     assert names.commands == "paper-eu:cmd"
     assert names.command_result("c-1") == "paper-eu:cmd:result:c-1"

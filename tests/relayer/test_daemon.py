@@ -19,6 +19,7 @@ from tests.support.bus_client import (
     eventually,
     health,
     latest_quote,
+    mark_restored_from_sql,
     send_command,
     wait_connected,
 )
@@ -98,6 +99,7 @@ async def test_seeded_topic_becomes_a_live_quote(start_relayer: StartRelayer, re
 async def test_subscribe_command_round_trip_then_unsubscribe_stops_updates(
     start_relayer: StartRelayer, redis: Redis, sim: SimServer
 ) -> None:
+    await mark_restored_from_sql(redis)  # as the API does at start: unsubscribing is allowed
     start_relayer()
     await wait_connected(redis, subscriptions=0)
     pubsub = redis.pubsub()
@@ -236,12 +238,44 @@ async def test_redis_restart_is_survived(start_relayer: StartRelayer,
 async def test_desired_topic_without_nudge_is_picked_up_by_reconciliation(
     start_relayer: StartRelayer, redis: Redis, sim: SimServer
 ) -> None:
+    await mark_restored_from_sql(redis)
     start_relayer(RELAYER_RECONCILE_INTERVAL_S="0.5")
     await wait_connected(redis, subscriptions=0)
     await redis.sadd(NAMES.desired_subscriptions, NAVER)  # no PUBLISH: a lost nudge
     await sim.wait_for(lambda: NAVER in sim.subscriptions(), timeout=scaled(5))
     await redis.srem(NAMES.desired_subscriptions, NAVER)
     await sim.wait_for(lambda: NAVER not in sim.subscriptions(), timeout=scaled(5))
+
+
+async def test_a_desired_set_redis_lost_is_never_read_as_unsubscribe_everything(
+    start_relayer: StartRelayer, redis: Redis, sim: SimServer
+) -> None:
+    await mark_restored_from_sql(redis)
+    # A short reconcile period: before the fix, the flush emptied the upstream at once.
+    start_relayer(RELAYER_SUBSCRIBE="A005930", RELAYER_RECONCILE_INTERVAL_S="0.3")
+    await wait_connected(redis, subscriptions=1)
+    assert (await send_command(redis, CommandType.SUBSCRIBE, HYNIX)).ok  # an admin's (SQL)
+
+    await redis.flushall()  # Redis lost everything: the desired set and its marks
+
+    async def reseeded() -> bool:
+        return (await redis.smembers(NAMES.desired_subscriptions) == {SAMSUNG.encode()}
+                and await redis.hexists(NAMES.desired_initialised, "seed"))
+
+    await eventually(reseeded, what="RELAYER_SUBSCRIBE put back into the desired set")
+    # A reconcile now, with the SQL part still missing, unsubscribes nothing ...
+    resync = await send_command(redis, CommandType.RESYNC)
+    assert resync.ok and "nothing unsubscribed" in resync.message
+    # ... and an unsubscribe is held back until the set is restored.
+    held = await send_command(redis, CommandType.UNSUBSCRIBE, HYNIX)
+    assert not held.ok and held.message.startswith("kept for now")
+    assert set(sim.subscriptions()) == {SAMSUNG, HYNIX}
+    assert not [f for f in sim.received if f.command == "UNSUBSCRIBE"]
+
+    # The API restores the SQL part (here: nothing, HYNIX was removed meanwhile) and marks it;
+    # the relayer notices the mark by itself, without a nudge, and applies the removal.
+    await mark_restored_from_sql(redis)
+    await sim.wait_for(lambda: set(sim.subscriptions()) == {SAMSUNG}, timeout=scaled(5))
 
 
 async def test_rejected_topic_fails_alone_and_is_not_retried(

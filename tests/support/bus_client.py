@@ -8,7 +8,15 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
-from relayer.bus import BusNames, Command, CommandResult, CommandType, Quote, decode_health
+from relayer.bus import (
+    BusNames,
+    Command,
+    CommandResult,
+    CommandType,
+    DesiredSource,
+    Quote,
+    decode_health,
+)
 from tests.support.env import scaled
 
 NAMES = BusNames()
@@ -55,6 +63,12 @@ async def send_command(redis: Redis, type_: CommandType, topic: str | None = Non
     answer = await redis.blpop([NAMES.command_result(command.id)], timeout=scaled(timeout))
     assert answer is not None, f"no result for {command} within {timeout}s"
     return CommandResult.from_json(answer[1])
+
+
+async def mark_restored_from_sql(redis: Redis) -> None:
+    """What every API worker does at start (api.subscriptions.restore), here with no SQL rows:
+    mark the desired set's SQL part loaded, so that the relayer unsubscribes what it lacks."""
+    await redis.hset(NAMES.desired_initialised, DesiredSource.SQL.value, "2026-01-01T00:00:00Z")
 
 
 async def latest_quote(redis: Redis, code: str) -> Quote | None:
