@@ -10,7 +10,9 @@ renders every error, ours or the framework's, as RFC 9457 `application/problem+j
      +-- TooManyRequests           429 (with Retry-After)
      +-- ServiceUnavailable        503
 
-Services raise these; routes never build error responses by hand.
+Services raise these; routes never build error responses by hand. Infrastructure faults are
+mapped here too, whatever the route: Redis unreachable is 503 redis_unavailable, and a database
+that is down, frozen or overloaded (api.db.is_unavailable) is 503 database_unavailable.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.db import DatabaseUnavailable, is_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +109,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+    # 400 is FastAPI's "There was an error parsing the body" (bytes that are not UTF-8 JSON).
+    codes = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed",
+             401: "unauthorized"}
     code = codes.get(exc.status_code, f"http_{exc.status_code}")
     detail = exc.detail if isinstance(exc.detail, str) else "request failed"
     return problem(exc.status_code, code, detail, detail, request,
@@ -118,6 +125,27 @@ async def _redis_error(request: Request, exc: Exception) -> JSONResponse:
                    {"Retry-After": "1"})
 
 
+# How long a client is asked to wait after a database fault: a restarted MariaDB answers within
+# a few seconds (docs/OPERATIONS.md, "Database faults").
+DATABASE_RETRY_AFTER_S = 2
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """The database down, frozen, unreachable or overloaded is a 503 with Retry-After, whatever
+    the route; any other SQL error is a bug (500). Handled here rather than left to the
+    catch-all, which re-raises to the server after its 500: Uvicorn then closes the client's
+    keep-alive connection, and its next request fails too."""
+    if not is_unavailable(exc):
+        return await _unexpected(request, exc)
+    # One line, no traceback: an outage would otherwise flood the log with identical ones.
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    logger.warning("database unavailable during %s %s: %s: %s", request.method,
+                   request.url.path, type(cause).__name__, cause)
+    return problem(503, "database_unavailable", "Service unavailable",
+                   "the database is unreachable or not answering; try again shortly", request,
+                   {"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error in %s %s", request.method, request.url.path)
     return problem(500, "internal_error", "Internal server error",
@@ -129,4 +157,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RedisError, _redis_error)
+    app.add_exception_handler(SQLAlchemyError, _database_error)
+    app.add_exception_handler(DatabaseUnavailable, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -65,9 +65,15 @@ class ApiSettings(BaseSettings):
     stocking_admin_email: str | None = None
     stocking_admin_password: SecretStr | None = None
     password_min_length: int = Field(10, ge=8)
-    login_max_attempts_per_account: int = Field(5, gt=0)
+    # Failed logins per window (api.auth.rate_limit): per (account, address), per address, and
+    # per account from all addresses but those it logged in from lately (a high ceiling).
+    login_max_attempts_per_account_address: int = Field(5, gt=0)
     login_max_attempts_per_address: int = Field(20, gt=0)
+    login_max_attempts_per_account: int = Field(100, gt=0)
     login_window_s: int = Field(300, gt=0)
+    # Registrations (successful or not) per client address per window.
+    register_max_per_address: int = Field(20, gt=0)
+    register_window_s: int = Field(3600, gt=0)
     # Trust X-Forwarded-For for the client address (only behind a proxy that sets it).
     trust_forwarded_for: bool = False
 

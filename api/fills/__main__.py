@@ -4,6 +4,7 @@ environment (api.settings). SIGTERM or SIGINT stops it after the batch in hand."
 from __future__ import annotations
 
 import logging
+import math
 import signal
 from types import FrameType
 
@@ -20,7 +21,12 @@ def main() -> None:
     settings = ApiSettings()
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    db = Database(make_engine(settings.database_url, pool_size=2),
+    # The driver timeouts bound every statement, so an outage is an error the worker waits out
+    # (api.fills.worker), never a hang. No per-call deadline: the worker has no client waiting.
+    db = Database(make_engine(settings.database_url, pool_size=2,
+                              connect_timeout_s=settings.database_connect_timeout_s,
+                              read_timeout_s=settings.database_read_timeout_s,
+                              lock_wait_timeout_s=math.ceil(settings.database_deadline_s)),
                   deadlock_retries=settings.database_deadlock_retries)
     # The socket timeout must outlast a blocking read.
     redis = Redis.from_url(settings.redis_url, socket_timeout=settings.fills_block_ms / 1000 + 5,

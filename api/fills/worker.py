@@ -29,7 +29,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
 from api.db import Database, is_unavailable
@@ -121,7 +123,9 @@ class FillsWorker:
         try:
             while not self.stopping.is_set():
                 try:
-                    # Again after an outage: what was read but not acknowledged is pending.
+                    # Again after an outage: a Redis that restarted empty has no group, and
+                    # what was read but not acknowledged is pending.
+                    self.ensure_group()
                     self.drain_pending()
                     while not self.stopping.is_set():
                         caught_up = self.step()
@@ -134,14 +138,21 @@ class FillsWorker:
                     # would be restarted by the supervisor, but on its backoff (up to 30 s),
                     # not seconds after the database returns. Nothing is lost: the batch in
                     # hand was not acknowledged, and is read again from the pending entries.
-                    if not is_unavailable(exc):
+                    # Redis too: down, restarted, or our connection killed (`CLIENT KILL`). A
+                    # dead connection is replaced on the next command.
+                    redis_lost = isinstance(exc, RedisConnectionError | RedisTimeoutError)
+                    if not (redis_lost or is_unavailable(exc)):
                         raise
-                    logger.warning("database unavailable (%s); trying again in %.1f s",
+                    logger.warning("%s unavailable (%s); trying again in %.1f s",
+                                   "Redis" if redis_lost else "database",
                                    type(exc).__name__, pause)
                     self.stopping.wait(pause)
                     pause = min(OUTAGE_PAUSE_MAX_S, pause * 2)
         finally:
-            self.redis.delete(self.health_key)
+            try:
+                self.redis.delete(self.health_key)
+            except RedisError as exc:  # stopped during a Redis outage: the TTL removes it
+                logger.warning("heartbeat not deleted at exit: %s", type(exc).__name__)
 
     def _last_delivered(self) -> str | None:
         """The group's last delivered entry (where a restarted worker resumes)."""
