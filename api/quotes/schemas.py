@@ -74,7 +74,12 @@ class DaemonHealthOut(BaseModel):
     connected_at: str | None = None
     last_tick_at: str | None = None
     last_tick_age_s: float | None = None
-    ticks_total: int | None = None
+    last_write_at: str | None = Field(None, description="when the relayer last wrote ticks "
+                                                        "into Redis")
+    last_write_age_s: float | None = None
+    ticks_total: int | None = Field(None, description="ticks read from the upstream")
+    ticks_written_total: int | None = Field(None, description="ticks written into Redis; "
+                                                              "stands still while Redis fails")
     malformed_total: int | None = None
     dropped_total: int | None = None
     reconnects: int | None = None

@@ -180,10 +180,12 @@ async def relayer_health(resources: Resources) -> DaemonHealthOut:
     now = time.time()
     updated_age = seconds_since(fields["updated_at"], now)
     last_tick_age = seconds_since(fields["last_tick_at"], now)
+    last_write_age = seconds_since(fields["last_write_at"], now)
     alive = updated_age is not None and updated_age <= resources.settings.relayer_health_max_age_s
     return DaemonHealthOut(
         **fields,
         alive=alive,
         updated_age_s=None if updated_age is None else round(updated_age, 3),
         last_tick_age_s=None if last_tick_age is None else round(last_tick_age, 3),
+        last_write_age_s=None if last_write_age is None else round(last_write_age, 3),
     )

@@ -154,8 +154,10 @@ async def test_daemon_health_from_the_relayers_hash(
     stats.connected_at = format_utc(datetime.now(UTC))
     stats.last_tick_at = format_utc(datetime.now(UTC) - timedelta(seconds=3), millis=True)
     stats.ticks_total, stats.reconnects = 4242, 2
+    last_write_at = format_utc(datetime.now(UTC) - timedelta(seconds=4), millis=True)
     await HealthReporter(writer, NAMES, ttl_s=5).write(
-        stats, subscriptions=3, rejected=["/topic/v1/kr/stock/trade/A999999"], dropped=0)
+        stats, subscriptions=3, rejected=["/topic/v1/kr/stock/trade/A999999"], dropped=0,
+        written=4200, last_write_at=last_write_at)
     await writer.aclose()
 
     with TestClient(create_app(api_settings)) as client:
@@ -165,6 +167,8 @@ async def test_daemon_health_from_the_relayers_hash(
     body = answer.json()
     assert body["alive"] is True and body["state"] == "connected"
     assert body["subscriptions"] == 3 and body["ticks_total"] == 4242
+    assert body["ticks_written_total"] == 4200 and body["last_write_at"] == last_write_at
+    assert 3.5 <= body["last_write_age_s"] < 30
     assert body["reconnects"] == 2
     assert body["rejected_topics"] == ["/topic/v1/kr/stock/trade/A999999"]
     assert body["upstream"] == "sim ws://127.0.0.1:8765/ws"

@@ -4,17 +4,25 @@ a healthy Redis never yields a 503, and a bad quote is no quote (never a 500).""
 from __future__ import annotations
 
 import logging
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from api.fills.worker import parse_tick
+from api.models import Fill
+from api.settings import ApiSettings
 from relayer.bus import STREAM_QUOTE_FIELD, ActiveSubscription, TopicTemplate
+from tests.api.test_fills_worker import start_worker, wait_for
+from tests.api.test_orders import placed
 from tests.conftest import RedisServer
-from tests.support.quotes import NAMES, make_quote, put
+from tests.support.api import database
+from tests.support.quotes import NAMES, make_quote, publish_ticks, put
 
 BASE = "/api/v1/trading/realtime"
 CODE = "A005930"
@@ -128,3 +136,38 @@ def test_the_fills_worker_skips_a_garbage_tick(garbage: bytes) -> None:
     assert parse_tick(b"1-1", {STREAM_QUOTE_FIELD.encode(): garbage}) is None
     good = parse_tick(b"1-2", {STREAM_QUOTE_FIELD.encode(): make_quote(CODE).to_json()})
     assert good is not None and good.code == CODE and good.price == 71200
+
+
+@pytest.mark.parametrize("fault", ["client-kill", "restart"])
+def test_the_fills_worker_rides_out_a_killed_connection_and_a_redis_restart(
+    client: TestClient, real_redis_server: RedisServer, api_settings: ApiSettings,
+    alice: dict[str, str], fault: str,
+) -> None:
+    store = real_redis_server.client()
+    put(store, make_quote(CODE))
+    db = database(client)
+
+    def fills() -> int:
+        return len(db.call(lambda s: s.scalars(select(Fill.id)).all()))
+
+    placed(client, alice, side="BUY", type="LIMIT", quantity=2, price=70_200)
+    process = start_worker(api_settings)
+    try:
+        publish_ticks(store, make_quote(CODE, price=69_900, volume=1, seq=1))
+        wait_for(lambda: fills() == 1)
+        if fault == "client-kill":  # the worker's connection, blocked in XREADGROUP
+            assert store.client_kill_filter(_type="normal", skipme=True) >= 1
+        else:
+            store.close()
+            real_redis_server.restart()  # empty: no stream, no consumer group
+            store = real_redis_server.client()
+        time.sleep(0.3)
+        publish_ticks(store, make_quote(CODE, price=69_900, volume=1, seq=2))
+        wait_for(lambda: fills() == 2 or process.poll() is not None)
+        assert process.poll() is None, "the fills worker exited"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+        store.close()
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert fills() == 2
