@@ -80,6 +80,23 @@ class User(Base):
     premium_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
+class RefreshTokenFamily(Base):
+    """The refresh tokens descended from one login (api.auth.refresh_tokens): only the newest,
+    `generation`, is usable; presenting an older one revokes the family. Session state, not
+    history: deleting the user deletes its families."""
+
+    __tablename__ = "refresh_token_families"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random; the `fam` claim
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"),
+                                         index=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)  # the `gen` claim it accepts
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    refreshed_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    revoked_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
 class Subscription(Base):
     """A market-data topic that should be subscribed upstream: the source of truth that the
     Redis desired set mirrors."""
@@ -360,6 +377,12 @@ class PaymentStatus(StrEnum):
     MISMATCH = "MISMATCH"  # PortOne's amount, currency or order name differ: nothing granted
 
 
+# Lengths of the ids PortOne's webhooks name, checked before anything is stored
+# (api.payments.portone): a longer id cannot be one of ours, and MariaDB refuses to store it.
+PAYMENT_ID_MAX_LENGTH = 64
+WEBHOOK_ID_MAX_LENGTH = 128
+
+
 class Payment(Base):
     """A real-money payment through PortOne for one catalog product, with the product's terms
     copied at preparation. `payment_id` is ours (PortOne's paymentId). Changed only under a row
@@ -378,7 +401,7 @@ class Payment(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    payment_id: Mapped[str] = mapped_column(String(64), unique=True)
+    payment_id: Mapped[str] = mapped_column(String(PAYMENT_ID_MAX_LENGTH), unique=True)
     user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"))
     product_id: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(16))
@@ -411,7 +434,8 @@ class WebhookEvent(Base):
     __tablename__ = "webhook_events"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    webhook_id: Mapped[str] = mapped_column(String(128), unique=True)
+    webhook_id: Mapped[str] = mapped_column(String(WEBHOOK_ID_MAX_LENGTH), unique=True)
     type: Mapped[str] = mapped_column(String(64))
-    payment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    payment_id: Mapped[str | None] = mapped_column(String(PAYMENT_ID_MAX_LENGTH),
+                                                   nullable=True)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)

@@ -119,8 +119,18 @@ class BusNames:
     # Keys the API alone uses (still named here, so that one module owns every name).
 
     def login_attempts(self, scope: str, subject: str) -> str:
-        """Counter of failed logins in the current window; scope `account` or `address`."""
+        """Counter of failed logins in the current window; scope `account_address` (subject
+        `{address}/{email}`), `address` or `account` (api.auth.rate_limit)."""
         return f"{self.ns}:ratelimit:login:{scope}:{subject}"
+
+    def login_known_addresses(self, email: str) -> str:
+        """Set of the addresses an account has logged in from lately (exempt from the
+        per-account ceiling)."""
+        return f"{self.ns}:ratelimit:login:known:{email}"
+
+    def registrations(self, address: str) -> str:
+        """Counter of registrations from a client address in the current window."""
+        return f"{self.ns}:ratelimit:register:address:{address}"
 
 
 COMMAND_RESULT_TTL_S = 300

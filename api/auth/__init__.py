@@ -1,1 +1,2 @@
-"""Accounts and tokens: register, login (rate limited), refresh, the current user."""
+"""Accounts and tokens: register and login (rate limited), refresh (rotated) and logout, the
+current user."""

@@ -1,14 +1,26 @@
-"""Login rate limiting: failed attempts per account (email) and per client address, counted in
-Redis so that every worker shares the same counters.
+"""Rate limits of the unauthenticated auth endpoints, counted in Redis so that every worker (and
+every API process on the same Redis) shares the counters. Fixed windows: a counter is created by
+its first count and expires a window later.
 
-Fixed windows: a counter is created by the first failure and expires LOGIN_WINDOW_S later.
-An attempt is counted *before* the password is checked (check and increment are one Lua script),
-so that a burst of concurrent guesses cannot all pass the check before any failure is recorded;
-a successful login then clears the account's counter and gives the address back its slot. A
-request that dies between the two counts as a failure, which errs on the safe side.
+Login: failed attempts are counted three ways (docs/api/AUTH.md, "Login rate limits"):
+- per account *and* client address: a guesser locks only itself out of that account, never the
+  owner logging in from elsewhere (a per-account counter alone let anyone lock anyone out);
+- per client address, whatever the account: one address cannot spray guesses over many accounts;
+- per account from all addresses together, a much higher ceiling against guessing spread over
+  many addresses. Addresses the account has logged in from lately (a successful login records
+  its address for KNOWN_ADDRESS_TTL_S) are exempt from it, so even that ceiling does not lock
+  the owner out at their usual address.
+An attempt is counted on every counter *before* the password is checked (check and increment
+are one Lua script), so a burst of concurrent guesses cannot all pass the check before any
+failure is recorded; a successful login then gives the slots back and clears the
+(account, address) counter. A request that dies between the two counts as a failure, which
+errs on the safe side.
 
-Key names come from `BusNames.login_attempts` only. A Redis error propagates (503): logins
-fail closed rather than unlimited.
+Registration: every attempt from an address counts, successful or not (each new account is a
+cash account of INITIAL_CASH, and a 409 tells whether an email is registered).
+
+Key names come from `BusNames` only. A Redis error propagates (503): these endpoints fail
+closed rather than unlimited.
 """
 
 from __future__ import annotations
@@ -22,6 +34,10 @@ from redis.asyncio import Redis
 from api.errors import TooManyRequests
 from api.settings import ApiSettings
 from relayer.bus import BusNames
+
+# How long a successful login's address stays exempt from the per-account ceiling (renewed by
+# every successful login of the account).
+KNOWN_ADDRESS_TTL_S = 30 * 24 * 3600
 
 # KEYS: counters; ARGV[1]: window (s); ARGV[1 + i]: limit of KEYS[i].
 # Returns 0 when the attempt is allowed (and counted on every key), else the seconds until the
@@ -48,11 +64,42 @@ end
 return 0
 """
 
-# KEYS[1]: account counter, cleared; KEYS[2]: address counter, whose reservation is given back
-# (without creating a key that has expired meanwhile, which would have no TTL).
+# KEYS[1..3]: the (account, address), address and account counters; KEYS[4]: the account's
+# known addresses. ARGV[1]: window; ARGV[2..4]: the limits; ARGV[5]: the address. As _RESERVE,
+# except that the account ceiling is not checked for a known address (it is still counted).
+_RESERVE_LOGIN = """
+local window = tonumber(ARGV[1])
+local known = redis.call('SISMEMBER', KEYS[4], ARGV[5]) == 1
+local wait = 0
+for i = 1, 3 do
+  local count = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if count >= tonumber(ARGV[i + 1]) and not (i == 3 and known) then
+    local ttl = redis.call('TTL', KEYS[i])
+    if ttl < 0 then
+      redis.call('EXPIRE', KEYS[i], window)
+      ttl = window
+    end
+    if ttl > wait then wait = ttl end
+  end
+end
+if wait > 0 then return wait end
+for i = 1, 3 do
+  redis.call('INCR', KEYS[i])
+  if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], window) end
+end
+return 0
+"""
+
+# KEYS[1]: the (account, address) counter, cleared; KEYS[2], KEYS[3]: the address and account
+# counters, whose reservations are given back (without creating a key that has expired
+# meanwhile, which would have no TTL); KEYS[4]: known addresses, ARGV[1] added for ARGV[2] s.
 _SUCCEEDED = """
 redis.call('DEL', KEYS[1])
-if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then redis.call('DECR', KEYS[2]) end
+for i = 2, 3 do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
+end
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('EXPIRE', KEYS[4], tonumber(ARGV[2]))
 return 0
 """
 
@@ -61,21 +108,33 @@ return 0
 class LoginAttempt:
     """A counted login attempt: a failure until `login_succeeded` says otherwise."""
 
-    account_key: str
+    account_address_key: str
     address_key: str
+    account_key: str
+    known_addresses_key: str
+    address: str
+
+    @classmethod
+    def of(cls, names: BusNames, email: str, address: str) -> LoginAttempt:
+        # The address comes first: it never contains "/", so the pair is unambiguous.
+        return cls(names.login_attempts("account_address", f"{address}/{email}"),
+                   names.login_attempts("address", address),
+                   names.login_attempts("account", email),
+                   names.login_known_addresses(email), address)
 
 
 async def begin_login_attempt(redis: Redis, names: BusNames, settings: ApiSettings,
                               email: str, address: str) -> LoginAttempt:
     """Count one attempt for `email` (normalised) from `address`, or raise TooManyRequests
-    (429, Retry-After) when either has used up its failures for the current window."""
-    attempt = LoginAttempt(names.login_attempts("account", email),
-                           names.login_attempts("address", address))
-    reserve = redis.register_script(_RESERVE)
+    (429, Retry-After) when one of its counters has used up its failures for the window."""
+    attempt = LoginAttempt.of(names, email, address)
+    reserve = redis.register_script(_RESERVE_LOGIN)
     wait_s = int(await reserve(
-        keys=[attempt.account_key, attempt.address_key],
-        args=[settings.login_window_s, settings.login_max_attempts_per_account,
-              settings.login_max_attempts_per_address],
+        keys=[attempt.account_address_key, attempt.address_key, attempt.account_key,
+              attempt.known_addresses_key],
+        args=[settings.login_window_s, settings.login_max_attempts_per_account_address,
+              settings.login_max_attempts_per_address, settings.login_max_attempts_per_account,
+              address],
     ))
     if wait_s > 0:
         raise TooManyRequests(f"too many failed logins; try again in {wait_s} s",
@@ -85,7 +144,23 @@ async def begin_login_attempt(redis: Redis, names: BusNames, settings: ApiSettin
 
 async def login_succeeded(redis: Redis, attempt: LoginAttempt) -> None:
     succeeded = redis.register_script(_SUCCEEDED)
-    await succeeded(keys=[attempt.account_key, attempt.address_key])
+    await succeeded(keys=[attempt.account_address_key, attempt.address_key,
+                          attempt.account_key, attempt.known_addresses_key],
+                    args=[attempt.address, KNOWN_ADDRESS_TTL_S])
+
+
+async def count_registration(redis: Redis, names: BusNames, settings: ApiSettings,
+                             address: str) -> None:
+    """Count one registration attempt from `address`, or raise TooManyRequests (429,
+    Retry-After) when the address has used up its registrations for the window."""
+    reserve = redis.register_script(_RESERVE)
+    wait_s = int(await reserve(keys=[names.registrations(address)],
+                               args=[settings.register_window_s,
+                                     settings.register_max_per_address]))
+    if wait_s > 0:
+        raise TooManyRequests(f"too many registrations from this address; try again in "
+                              f"{wait_s} s", code="too_many_registrations",
+                              retry_after_s=wait_s)
 
 
 def client_address(request: Request, trust_forwarded_for: bool) -> str:

@@ -10,7 +10,7 @@ from api.auth import service
 from api.auth.deps import CurrentUser
 from api.auth.rate_limit import client_address
 from api.auth.schemas import LoginRequest, RefreshRequest, RegisterRequest, TokenPair, UserOut
-from api.deps import DatabaseDep, ResourcesDep, SettingsDep
+from api.deps import DatabaseDep, ResourcesDep
 from api.errors import PROBLEM_JSON
 
 router = APIRouter()
@@ -27,13 +27,15 @@ def _problems(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
     responses=_problems({
         409: "`email_taken`",
         422: "`validation_error`, `password_too_short`, `password_too_long`",
+        429: "`too_many_registrations` (see Retry-After)",
     }),
 )
-async def register(body: RegisterRequest, db: DatabaseDep, settings: SettingsDep) -> UserOut:
-    """Create a user account (role `user`). Emails are compared case-insensitively."""
-    user = await db.run(service.register, body.email, body.password,
-                        min_password_length=settings.password_min_length,
-                        initial_cash=settings.initial_cash)
+async def register(body: RegisterRequest, request: Request,
+                   resources: ResourcesDep) -> UserOut:
+    """Create a user account (role `user`). Emails are compared case-insensitively; an email
+    that has an account is told so (409). Rate limited per client address."""
+    address = client_address(request, resources.settings.trust_forwarded_for)
+    user = await service.register_from(resources, body.email, body.password, address)
     return UserOut.model_validate(user)
 
 
@@ -52,16 +54,29 @@ async def login(body: LoginRequest, request: Request, resources: ResourcesDep) -
 
 @router.post(
     "/auth/refresh", tags=["auth"],
-    responses=_problems({401: "`invalid_token`, `token_expired`"}),
+    responses=_problems({401: "`invalid_token`, `token_expired`, `refresh_token_reused` (the "
+                              "session is revoked), `token_revoked`, `user_not_found`"}),
 )
 async def refresh(body: RefreshRequest, resources: ResourcesDep) -> TokenPair:
-    """Exchange a refresh token for a new pair, carrying the account's current role."""
+    """Exchange the newest refresh token of a session for a new pair, carrying the account's
+    current role. The token given is used up: presenting it again revokes the session."""
     return await service.refresh(resources, body.refresh_token)
+
+
+@router.post(
+    "/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"],
+    responses=_problems({401: "`invalid_token`, `token_expired`"}),
+)
+async def logout(body: RefreshRequest, resources: ResourcesDep) -> None:
+    """End the session of this refresh token: no token of it refreshes any more. Access
+    tokens already issued stay valid until they expire (at most `JWT_ACCESS_TTL_S`)."""
+    await service.logout(resources, body.refresh_token)
 
 
 @router.get(
     "/users/me", tags=["users"],
-    responses=_problems({401: "`not_authenticated`, `invalid_token`, `token_expired`"}),
+    responses=_problems({401: "`not_authenticated`, `invalid_token`, `token_expired`, "
+                              "`user_not_found`"}),
 )
 async def me(principal: CurrentUser, db: DatabaseDep) -> UserOut:
     """The signed-in user's account."""

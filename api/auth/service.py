@@ -1,19 +1,24 @@
-"""Accounts: registration, authentication, tokens, refresh, and the admin account.
+"""Accounts: registration, authentication, tokens, refresh, logout, and the admin account.
 
-SQL work is plain `fn(session, ...)` functions that `Database.run` executes in a worker thread,
-which is also where the slow password hashing happens; the async functions compose them with
-the Redis rate limits for the routes. Nothing here hashes on the event loop, and nothing logs
-a password or a token.
+SQL work is plain `fn(session, ...)` functions that `Database.run` executes in a worker thread;
+the async functions compose them with the Redis rate limits and the password hashing for the
+routes. Hashing and verifying (50-100 ms of CPU each, much more on a busy machine) run in a
+thread of their own *between* units of work: they hold no database connection and do not count
+against the request's database deadline. Nothing here hashes on the event loop, and nothing
+logs a password or a token.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from api.auth import refresh_tokens
 from api.auth.passwords import (
     PasswordRejected,
     burn_verification,
@@ -22,9 +27,17 @@ from api.auth.passwords import (
     needs_rehash,
     verify_password,
 )
-from api.auth.rate_limit import begin_login_attempt, login_succeeded
+from api.auth.rate_limit import begin_login_attempt, count_registration, login_succeeded
 from api.auth.schemas import TokenPair
-from api.auth.tokens import Principal, TokenType, issue, verify
+from api.auth.tokens import (
+    FamilyPosition,
+    Principal,
+    RefreshClaims,
+    TokenType,
+    issue,
+    verify_refresh,
+)
+from api.auth.users import token_user
 from api.errors import Conflict, Unauthorized
 from api.ledger.service import ensure_account, open_account
 from api.models import Role, User
@@ -49,13 +62,10 @@ def _find_user(session: Session, email: str) -> User | None:
 # --- SQL units of work (run with `await db.run(fn, ...)`) ---------------------------------------
 
 
-def register(session: Session, email: str, password: str, *, min_password_length: int,
-             initial_cash: int) -> User:
+def register(session: Session, email: str, password_hash: str, *, initial_cash: int) -> User:
     """A new user account, with a cash account credited `initial_cash` (one DEPOSIT ledger
     row); Conflict `email_taken` if the (normalised) email is registered."""
-    check_policy(password, min_password_length)
-    # Hashed before the first statement, so no connection is held while it runs.
-    user = User(email=normalize_email(email), password_hash=hash_password(password),
+    user = User(email=normalize_email(email), password_hash=password_hash,
                 role=Role.USER.value)
     session.add(user)
     try:
@@ -68,29 +78,32 @@ def register(session: Session, email: str, password: str, *, min_password_length
     return user
 
 
-def authenticate(session: Session, email: str, password: str) -> Principal:
-    """The principal whose email and password these are; one uniform 401 otherwise."""
-    user = _find_user(session, normalize_email(email))
-    if user is None:
+def stored_credentials(session: Session, email: str) -> tuple[Principal, str] | None:
+    """The account of this (normalised) email and its password hash, if there is one."""
+    user = _find_user(session, email)
+    return None if user is None else (_principal(user), user.password_hash)
+
+
+def check_password(stored: tuple[Principal, str] | None,
+                   password: str) -> tuple[Principal, str | None]:
+    """The principal if `password` is right, and a fresh hash when the stored one was made with
+    other parameters; one uniform 401 otherwise. Slow: call it in a thread."""
+    if stored is None:
         burn_verification(password)  # as slow as a real check: no hint that the email is unknown
         raise _invalid_credentials()
-    if not verify_password(user.password_hash, password):
+    principal, password_hash = stored
+    if not verify_password(password_hash, password):
         raise _invalid_credentials()
-    if needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
-    return _principal(user)
+    return principal, hash_password(password) if needs_rehash(password_hash) else None
 
 
 def current_principal(session: Session, user_id: int) -> Principal:
-    """The user as SQL knows it now (its current role), or 401 if the account is gone."""
-    return _principal(get_user(session, user_id))
+    """The user as SQL knows it now (its current role), or 401 `user_not_found` if it is gone."""
+    return _principal(token_user(session, user_id))
 
 
 def get_user(session: Session, user_id: int) -> User:
-    user = session.get(User, user_id)
-    if user is None:
-        raise Unauthorized("the account of this token no longer exists", code="invalid_token")
-    return user
+    return token_user(session, user_id)
 
 
 def _invalid_credentials() -> Unauthorized:
@@ -100,13 +113,45 @@ def _invalid_credentials() -> Unauthorized:
 # --- Flows for the routes ---------------------------------------------------------------------
 
 
-def issue_tokens(principal: Principal, settings: ApiSettings) -> TokenPair:
+def issue_tokens(principal: Principal, family: FamilyPosition,
+                 settings: ApiSettings) -> TokenPair:
     key = settings.signing_key()
     return TokenPair(
         access_token=issue(principal, TokenType.ACCESS, key, settings.jwt_access_ttl_s),
-        refresh_token=issue(principal, TokenType.REFRESH, key, settings.jwt_refresh_ttl_s),
+        refresh_token=issue(principal, TokenType.REFRESH, key, settings.jwt_refresh_ttl_s,
+                            family=family),
         expires_in=settings.jwt_access_ttl_s,
     )
+
+
+def _start_session(session: Session, user_id: int, new_password_hash: str | None,
+                   now: datetime, refresh_ttl_s: int) -> tuple[Principal, FamilyPosition]:
+    """After a verified password: store a re-made hash, and start a refresh-token family (the
+    new session) with the user as SQL knows it now."""
+    user = token_user(session, user_id)  # deleted since its password was checked: 401
+    if new_password_hash is not None:
+        user.password_hash = new_password_hash
+    refresh_tokens.purge_unusable(session, user_id, now, refresh_ttl_s)
+    return _principal(user), refresh_tokens.start_family(session, user_id, now)
+
+
+def _rotate(session: Session, claims: RefreshClaims, now: datetime
+            ) -> tuple[refresh_tokens.Rotation, FamilyPosition, Principal | None]:
+    """Rotate the token's family; the user as SQL knows it now when it rotated. A reuse is
+    returned, not raised, so that the family's revocation is committed."""
+    principal = current_principal(session, claims.principal.user_id)  # 401 if the user is gone
+    rotation, position = refresh_tokens.rotate(session, principal.user_id, claims.position, now)
+    return rotation, position, principal if rotation is refresh_tokens.Rotation.ROTATED else None
+
+
+async def register_from(resources: Resources, email: str, password: str,
+                        address: str) -> User:
+    """`register`, counted against the address's registrations (429 beyond)."""
+    await count_registration(resources.redis, resources.names, resources.settings, address)
+    check_policy(password, resources.settings.password_min_length)
+    password_hash = await run_in_threadpool(hash_password, password)
+    return await resources.db.run(register, email, password_hash,
+                                  initial_cash=resources.settings.initial_cash)
 
 
 async def login(resources: Resources, email: str, password: str, address: str) -> TokenPair:
@@ -116,16 +161,33 @@ async def login(resources: Resources, email: str, password: str, address: str) -
     # nothing, not even whether a guess was right.
     attempt = await begin_login_attempt(resources.redis, resources.names, resources.settings,
                                         email, address)
-    principal = await resources.db.run(authenticate, email, password)
+    stored = await resources.db.run(stored_credentials, email)
+    checked, new_password_hash = await run_in_threadpool(check_password, stored, password)
+    principal, family = await resources.db.run(_start_session, checked.user_id,
+                                               new_password_hash, resources.clock(),
+                                               resources.settings.jwt_refresh_ttl_s)
     await login_succeeded(resources.redis, attempt)
-    return issue_tokens(principal, resources.settings)
+    return issue_tokens(principal, family, resources.settings)
 
 
 async def refresh(resources: Resources, refresh_token: str) -> TokenPair:
-    """A new pair for a valid refresh token, with the role SQL holds now."""
-    claimed = verify(refresh_token, TokenType.REFRESH, resources.settings.signing_key())
-    principal = await resources.db.run(current_principal, claimed.user_id)
-    return issue_tokens(principal, resources.settings)
+    """A new pair for the newest refresh token of a live family, with the role SQL holds now;
+    an older token revokes its family (api.auth.refresh_tokens)."""
+    claims = verify_refresh(refresh_token, resources.settings.signing_key())
+    rotation, position, principal = await resources.db.run(_rotate, claims, resources.clock())
+    if principal is None:
+        if rotation is refresh_tokens.Rotation.REUSED:
+            logger.warning("refresh token reused: session %s of user %d revoked",
+                           position.family_id, claims.principal.user_id)
+        raise refresh_tokens.refusal(rotation)
+    return issue_tokens(principal, position, resources.settings)
+
+
+async def logout(resources: Resources, refresh_token: str) -> None:
+    """Revoke the session (family) of a valid refresh token, whatever its generation."""
+    claims = verify_refresh(refresh_token, resources.settings.signing_key())
+    await resources.db.run(refresh_tokens.revoke, claims.principal.user_id,
+                           claims.position.family_id, resources.clock())
 
 
 # --- The admin account ------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """JWT access and refresh tokens: HS256 pinned, expiry, subject and issued-at required.
 
 A token carries the user id (`sub`), email and role, so that a request is authorised without a
-database read; role changes take effect when the (short-lived) access token is refreshed.
+database read; role changes take effect when the (short-lived) access token is refreshed. A
+refresh token also names its session and generation (`fam`, `gen`), which SQL checks on refresh
+(api.auth.refresh_tokens).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 import jwt
 
@@ -39,10 +42,26 @@ class Principal:
         return self.role is Role.ADMIN
 
 
+@dataclass(frozen=True, slots=True)
+class FamilyPosition:
+    """Where a refresh token sits in its login's chain (api.auth.refresh_tokens): the family
+    and the generation, its `fam` and `gen` claims."""
+
+    family_id: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshClaims:
+    principal: Principal
+    position: FamilyPosition
+
+
 def issue(principal: Principal, kind: TokenType, key: str, ttl_s: int,
-          now: datetime | None = None) -> str:
+          now: datetime | None = None, family: FamilyPosition | None = None) -> str:
+    """A signed token; a refresh token also names its family position (`fam`, `gen`)."""
     issued = now or datetime.now(UTC)
-    claims = {
+    claims: dict[str, object] = {
         "sub": str(principal.user_id),
         "email": principal.email,
         "role": principal.role.value,
@@ -51,12 +70,26 @@ def issue(principal: Principal, kind: TokenType, key: str, ttl_s: int,
         "exp": issued + timedelta(seconds=ttl_s),
         "jti": uuid.uuid4().hex,
     }
+    if family is not None:
+        claims["fam"] = family.family_id
+        claims["gen"] = family.generation
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
 def verify(token: str, kind: TokenType, key: str) -> Principal:
     """The principal of a valid token of this kind; Unauthorized (401) for anything else."""
     return _verify(token, kind, key)[0]
+
+
+def verify_refresh(token: str, key: str) -> RefreshClaims:
+    """A valid refresh token's principal and family position; 401 for anything else, including
+    a refresh token from before families (no `fam`/`gen`: its holder logs in again)."""
+    principal, _, claims = _decode(token, TokenType.REFRESH, key)
+    family_id, generation = claims.get("fam"), claims.get("gen")
+    if not isinstance(family_id, str) or type(generation) is not int or generation < 0:
+        raise Unauthorized("this refresh token names no session; log in again",
+                           code="invalid_token")
+    return RefreshClaims(principal, FamilyPosition(family_id, generation))
 
 
 class AccessTokenCache:
@@ -86,6 +119,11 @@ class AccessTokenCache:
 
 
 def _verify(token: str, kind: TokenType, key: str) -> tuple[Principal, float]:
+    principal, expires, _ = _decode(token, kind, key)
+    return principal, expires
+
+
+def _decode(token: str, kind: TokenType, key: str) -> tuple[Principal, float, dict[str, Any]]:
     try:
         claims = jwt.decode(token, key, algorithms=[ALGORITHM],
                             options={"require": REQUIRED_CLAIMS})
@@ -98,6 +136,6 @@ def _verify(token: str, kind: TokenType, key: str) -> tuple[Principal, float]:
     try:
         principal = Principal(int(claims["sub"]), str(claims.get("email", "")),
                               Role(claims["role"]))
-        return principal, float(claims["exp"])
+        return principal, float(claims["exp"]), claims
     except (KeyError, ValueError) as exc:
         raise Unauthorized("invalid token", code="invalid_token") from exc

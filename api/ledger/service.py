@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.errors import Conflict, NotFound, Unprocessable
+from api.auth.users import user_exists, user_gone
+from api.errors import ApiError, Conflict, NotFound, Unprocessable
 from api.market.rules import KST
 from api.models import Account, LedgerEntry, LedgerType, User
 from api.pagination import (
@@ -45,8 +46,15 @@ def open_account(session: Session, user_id: int, initial_cash: int) -> Account:
     session.add(account)
     session.flush()
     if initial_cash > 0:
-        post(session, account, LedgerType.DEPOSIT, initial_cash)
+        # The reference tells the opening credit from free deposits (which the daily cap
+        # counts), and UNIQUE (type, reference) makes it once per user.
+        post(session, account, LedgerType.DEPOSIT, initial_cash, opening_reference(user_id),
+             reference_is_new=True)
     return account
+
+
+def opening_reference(user_id: int) -> str:
+    return f"opening:{user_id}"
 
 
 def ensure_account(session: Session, user_id: int, initial_cash: int) -> bool:
@@ -84,11 +92,12 @@ async def open_missing_accounts(resources: Resources) -> None:
 
 
 def lock_account(session: Session, user_id: int) -> Account:
-    """The user's account row, locked until the transaction ends; 404 if there is none."""
+    """The user's account row, locked until the transaction ends; 404 if there is none, 401
+    `user_not_found` if the user itself is gone (a token outlives its user)."""
     account = session.scalar(select(Account).where(Account.user_id == user_id)
                              .with_for_update().execution_options(populate_existing=True))
     if account is None:
-        raise NotFound("this user has no cash account", code="account_not_found")
+        raise _no_account(session, user_id)
     return account
 
 
@@ -98,11 +107,18 @@ def lock_accounts(session: Session, user_ids: Iterable[int]) -> dict[int, Accoun
 
 
 def get_account(session: Session, user_id: int) -> Account:
-    """The user's account, read without a lock (for display)."""
+    """The user's account, read without a lock (for display); errors as `lock_account`."""
     account = session.get(Account, user_id)
     if account is None:
-        raise NotFound("this user has no cash account", code="account_not_found")
+        raise _no_account(session, user_id)
     return account
+
+
+def _no_account(session: Session, user_id: int) -> ApiError:
+    # Only on the rare miss: one more read tells a deleted user from one without an account.
+    if not user_exists(session, user_id):
+        return user_gone()
+    return NotFound("this user has no cash account", code="account_not_found")
 
 
 # --- the one way cash changes --------------------------------------------------------------------
@@ -151,14 +167,51 @@ def check_amount(amount: int, max_krw: int, what: str) -> None:
                             code="amount_over_limit", max_amount=max_krw)
 
 
-def deposit(session: Session, user_id: int, amount: int, *,
-            max_krw: int) -> tuple[Account, LedgerEntry]:
-    """Credit virtual cash to the user's account (which first pays any clawback owed)."""
+def deposit(session: Session, user_id: int, amount: int, *, max_krw: int,
+            daily_max_krw: int, now: datetime) -> tuple[Account, LedgerEntry]:
+    """Credit free virtual cash to the user's account (which first pays any clawback owed):
+    at most `max_krw` per request, and `daily_max_krw` per KST day (`now`'s)."""
     check_amount(amount, max_krw, "deposit")
     account = lock_account(session, user_id)
+    check_daily_deposits(session, user_id, amount, daily_max_krw, now)
     entry = post(session, account, LedgerType.DEPOSIT, amount)
+    entry.created_at = now  # the day it counts in is the day the cap was checked for
     collect_clawback(session, account)
     return account, entry
+
+
+def kst_day_around(now: datetime) -> tuple[datetime, datetime]:
+    """The KST calendar day that `now` falls in, as [start, end) in UTC."""
+    today = now.astimezone(KST).date()
+    start, end = _kst_day_start(today), _kst_day_start(today + timedelta(days=1))
+    assert start is not None and end is not None  # a real "now" is far from year 1 or 9999
+    return start, end
+
+
+def free_deposits(session: Session, user_id: int, start: datetime, end: datetime) -> int:
+    """The sum of the user's free deposits in [start, end): DEPOSIT rows without a reference,
+    so neither the opening credit nor a PAYMENT (real money) counts."""
+    return int(session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+            LedgerEntry.user_id == user_id, LedgerEntry.type == LedgerType.DEPOSIT.value,
+            LedgerEntry.reference.is_(None), LedgerEntry.created_at >= start,
+            LedgerEntry.created_at < end)) or 0)
+
+
+def check_daily_deposits(session: Session, user_id: int, amount: int, daily_max_krw: int,
+                         now: datetime) -> None:
+    """422 `daily_deposit_limit_exceeded` (with what is left today and when the day ends)
+    when today's free deposits plus `amount` would pass `daily_max_krw`. Reliable only under
+    the account lock: two deposits of one user are counted one after the other."""
+    start, end = kst_day_around(now)
+    remaining = max(0, daily_max_krw - free_deposits(session, user_id, start, end))
+    if amount > remaining:
+        raise Unprocessable(
+            f"free deposits are limited to {daily_max_krw} KRW per day (Korea time); "
+            f"{remaining} KRW left today. Virtual-cash packs are not limited "
+            "(GET /api/v1/payments/products).", code="daily_deposit_limit_exceeded",
+            daily_max_krw=daily_max_krw, remaining_today_krw=remaining,
+            resets_at=end.isoformat().replace("+00:00", "Z"))
 
 
 def withdraw(session: Session, user_id: int, amount: int, *,
@@ -205,8 +258,18 @@ def collect_clawback(session: Session, account: Account) -> LedgerEntry | None:
 # --- reading the ledger --------------------------------------------------------------------------
 
 
-def _kst_day_start(day: date) -> datetime:
-    return datetime.combine(day, time(), tzinfo=KST)
+def _kst_day_start(day: date) -> datetime | None:
+    """The first instant of a KST calendar day, in UTC; None when it is not representable (the
+    day after 9999-12-31, or 0001-01-01 whose KST midnight is still year 0 in UTC): such a
+    bound lies beyond every row, so it filters nothing."""
+    try:
+        return datetime.combine(day, time(), tzinfo=KST).astimezone(UTC)
+    except OverflowError:
+        return None
+
+
+def _day_after(day: date) -> date | None:
+    return None if day == date.max else day + timedelta(days=1)
 
 
 def transactions(session: Session, user_id: int, *, type: LedgerType | None = None,
@@ -221,10 +284,13 @@ def transactions(session: Session, user_id: int, *, type: LedgerType | None = No
     query = select(LedgerEntry).where(LedgerEntry.user_id == user_id)
     if type is not None:
         query = query.where(LedgerEntry.type == type.value)
-    if start is not None:
-        query = query.where(LedgerEntry.created_at >= _kst_day_start(start))
-    if end is not None:
-        query = query.where(LedgerEntry.created_at < _kst_day_start(end + timedelta(days=1)))
+    after = None if start is None else _kst_day_start(start)
+    next_day = None if end is None else _day_after(end)
+    before = None if next_day is None else _kst_day_start(next_day)
+    if after is not None:
+        query = query.where(LedgerEntry.created_at >= after)
+    if before is not None:
+        query = query.where(LedgerEntry.created_at < before)
     if cursor is not None:
         query = query.where(LedgerEntry.id < decode_cursor(CURSOR_KIND, cursor))
     rows = list(session.scalars(query.order_by(LedgerEntry.id.desc()).limit(limit + 1)))

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import NotFound
+from api.ledger.service import get_account
 from api.models import Payment, PaymentStatus, WebhookEvent
 from api.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, decode_cursor, page_of
 from api.payments.catalog import Product
@@ -24,6 +25,9 @@ def new_payment_id() -> str:
 
 def prepare(session: Session, user_id: int, product: Product) -> Payment:
     """A PREPARED payment for the product, owned by the user, with the product's terms."""
+    # The payment will credit this account: it must exist, and a token whose user is gone gets
+    # its 401 here rather than a foreign-key error at the insert.
+    get_account(session, user_id)
     payment = Payment(payment_id=new_payment_id(), user_id=user_id, product_id=product.id,
                       kind=product.kind.value, order_name=product.name, amount=product.price,
                       currency=product.currency, credit=product.credit,

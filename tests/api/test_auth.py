@@ -28,13 +28,15 @@ from sqlalchemy.orm import Session
 from api.app import create_app
 from api.auth.service import ensure_admin_account
 from api.auth.tokens import Principal, TokenType, issue
-from api.models import Account, LedgerEntry, Role, User
+from api.models import Account, LedgerEntry, RefreshTokenFamily, Role, User
 from api.resources import Resources
 from api.settings import ApiSettings
+from api.text import NO_CONTROL_CHARACTERS_PATTERN
 from relayer.bus import BusNames
 from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, TEST_JWT_KEY
 from tests.conftest import RedisServer
 from tests.support.api import assert_problem, database
+from tests.support.quotes import make_quote, put
 
 PASSWORD = "alice-password-0001"
 ME = "/api/v1/users/me"
@@ -348,23 +350,67 @@ def test_an_admin_token_on_an_admin_route_answers_200(client: TestClient) -> Non
     assert response.status_code == 200, response.text
 
 
-def test_users_me_answers_401_once_the_account_is_gone(client: TestClient) -> None:
+def delete_user(client: TestClient, email: str) -> None:
+    """What an operator does in SQL: the ledger and the account refer to the user (no cascade:
+    money history is not deleted by accident), so they go first."""
+    def delete_rows(session: Session) -> None:
+        user_id = session.scalar(select(User.id).where(User.email == email))
+        for model in (LedgerEntry, Account):
+            session.execute(delete(model).where(model.user_id == user_id))
+        session.execute(delete(User).where(User.id == user_id))
+    database(client).call(delete_rows)
+
+
+# Every route that loads the caller's user or cash account, with a body it would accept.
+USER_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("GET", ME, None),
+    ("GET", "/api/v1/account", None),
+    ("GET", "/api/v1/portfolio", None),
+    ("POST", "/api/v1/account/deposit", {"amount": 1000}),
+    ("POST", "/api/v1/account/withdraw", {"amount": 1000}),
+    ("POST", "/api/v1/orders", {"code": "A005930", "side": "BUY", "type": "MARKET",
+                                "quantity": 1}),
+    ("DELETE", "/api/v1/orders/1", None),
+    ("POST", "/api/v1/watchlists", {"name": "mine"}),
+    ("POST", "/api/v1/payments/portone/prepare", {"product_id": "cash-10m"}),
+]
+
+
+def test_a_valid_token_whose_user_is_gone_answers_401_user_not_found(
+        client: TestClient, store: Any) -> None:
+    """Not a 500 (the payment insert broke its foreign key) nor a misleading 404: every route
+    that meets the missing user says so, while quote reads still need no SQL at all."""
+    put(store, make_quote("A005930", price=70_000))
     register(client, "gone@example.com")
     pair = tokens(client, "gone@example.com")
-    user_id = claims_of(pair["access_token"])["sub"]
+    delete_user(client, "gone@example.com")
+    headers = bearer(pair["access_token"])
 
-    def delete_user(session: Session) -> None:
-        # The ledger and the account refer to the user (no cascade: money history is not
-        # deleted by accident), so they go first.
-        for model in (LedgerEntry, Account):
-            session.execute(delete(model).where(model.user_id == int(user_id)))
-        session.execute(delete(User).where(User.email == "gone@example.com"))
-    database(client).call(delete_user)
-
-    assert_problem(client.get(ME, headers=bearer(pair["access_token"])), 401, "invalid_token")
+    for method, path, body in USER_ROUTES:
+        response = client.request(method, path, headers=headers, json=body)
+        assert_problem(response, 401, "user_not_found")
+        assert response.headers["www-authenticate"] == "Bearer"
     assert_problem(client.post("/api/v1/auth/refresh",
                                json={"refresh_token": pair["refresh_token"]}),
-                   401, "invalid_token")
+                   401, "user_not_found")
+    # A token is checked without SQL, so quote reads go on until it expires.
+    quote = client.get("/api/v1/trading/realtime/stock/A005930", headers=headers)
+    assert quote.status_code == 200, quote.text
+
+
+def test_a_user_without_a_cash_account_still_gets_404(client: TestClient) -> None:
+    """The control: a user that exists but has no account (registered before accounts) is told
+    so, not that it is gone."""
+    register(client, "early@example.com")
+    access = tokens(client, "early@example.com")["access_token"]
+    database(client).call(lambda session: session.execute(
+        delete(LedgerEntry).where(LedgerEntry.user_id == int(claims_of(access)["sub"]))))
+    database(client).call(lambda session: session.execute(
+        delete(Account).where(Account.user_id == int(claims_of(access)["sub"]))))
+
+    assert_problem(client.get("/api/v1/account", headers=bearer(access)), 404,
+                   "account_not_found")
+    assert client.get(ME, headers=bearer(access)).status_code == 200
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,6 +486,144 @@ def test_a_demotion_applies_on_refresh(client: TestClient) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Refresh-token rotation, reuse detection and logout
+
+
+def logout(client: TestClient, token: str) -> httpx.Response:
+    return client.post("/api/v1/auth/logout", json={"refresh_token": token})
+
+
+def family_row(client: TestClient, token: str) -> RefreshTokenFamily:
+    family_id = claims_of(token)["fam"]
+    row = database(client).call(lambda session: session.get(RefreshTokenFamily, family_id))
+    assert row is not None
+    return row
+
+
+def test_each_refresh_rotates_and_the_used_token_stops_working(client: TestClient) -> None:
+    register(client, "rita@example.com")
+    first = tokens(client, "rita@example.com")["refresh_token"]
+
+    second = refresh(client, first).json()["refresh_token"]
+
+    assert (claims_of(first)["fam"], claims_of(first)["gen"]) == (
+        claims_of(second)["fam"], 0)
+    assert claims_of(second)["gen"] == 1
+    assert_problem(refresh(client, first), 401, "refresh_token_reused")
+
+
+def test_reusing_an_old_token_revokes_the_whole_family(client: TestClient) -> None:
+    """An old token coming back means two parties hold the chain: every token descended from
+    that login stops working, the newest included; other logins are not touched."""
+    register(client, "sam@example.com")
+    stolen = tokens(client, "sam@example.com")["refresh_token"]
+    other_session = tokens(client, "sam@example.com")["refresh_token"]
+    newest = refresh(client, refresh(client, stolen).json()["refresh_token"]).json()[
+        "refresh_token"]
+
+    assert_problem(refresh(client, stolen), 401, "refresh_token_reused")
+
+    assert_problem(refresh(client, newest), 401, "token_revoked")
+    row = family_row(client, newest)
+    assert (row.generation, row.revoked_reason) == (2, "reuse")
+    assert row.revoked_at is not None
+    assert refresh(client, other_session).status_code == 200
+
+
+def test_concurrent_refreshes_with_one_token_issue_at_most_one_new_token(
+        client: TestClient) -> None:
+    register(client, "tess@example.com")
+    token = tokens(client, "tess@example.com")["refresh_token"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: refresh(client, token), range(8)))
+
+    winners = [a for a in answers if a.status_code == 200]
+    assert len(winners) <= 1, [a.text for a in answers]
+    for answer in answers:
+        if answer.status_code != 200:
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["code"] in {"refresh_token_reused", "token_revoked"}
+    # More than one use of the token is a reuse: the family is revoked, the winner's token too.
+    row = family_row(client, token)
+    assert row.revoked_reason == "reuse"
+    assert row.generation == len(winners)
+    for winner in winners:
+        assert_problem(refresh(client, winner.json()["refresh_token"]), 401, "token_revoked")
+
+
+def test_the_double_refresh_race_is_shared_by_workers(make_client: MakeClient) -> None:
+    """Two app instances (two workers' engines) on one database: still one new token at most."""
+    first, second = make_client(), make_client()
+    register(first, "uma@example.com")
+    token = tokens(first, "uma@example.com")["refresh_token"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda i: refresh((first, second)[i % 2], token), range(8)))
+
+    assert sum(a.status_code == 200 for a in answers) <= 1
+    assert all(a.status_code in (200, 401) for a in answers), [a.text for a in answers]
+    assert family_row(first, token).revoked_reason == "reuse"
+
+
+def test_logout_revokes_the_family_of_the_token(client: TestClient) -> None:
+    register(client, "vera@example.com")
+    pair = tokens(client, "vera@example.com")
+    other_session = tokens(client, "vera@example.com")["refresh_token"]
+    newest = refresh(client, pair["refresh_token"]).json()["refresh_token"]
+
+    response = logout(client, newest)
+
+    assert response.status_code == 204, response.text
+    assert response.content == b""
+    assert_problem(refresh(client, newest), 401, "token_revoked")
+    assert_problem(refresh(client, pair["refresh_token"]), 401, "token_revoked")
+    assert family_row(client, newest).revoked_reason == "logout"
+    assert logout(client, newest).status_code == 204  # again: nothing more to do
+    assert refresh(client, other_session).status_code == 200  # another login goes on
+
+
+def test_logout_needs_a_valid_refresh_token(client: TestClient) -> None:
+    register(client, "wade@example.com")
+    pair = tokens(client, "wade@example.com")
+
+    assert_problem(logout(client, pair["access_token"]), 401, "invalid_token")
+    assert_problem(logout(client, "not.a.jwt"), 401, "invalid_token")
+    assert_problem(client.post("/api/v1/auth/logout", json={}), 422, "validation_error")
+    assert refresh(client, pair["refresh_token"]).status_code == 200
+
+
+def test_a_refresh_token_from_before_families_is_refused(client: TestClient) -> None:
+    register(client, "xena@example.com")
+    user_id = claims_of(tokens(client, "xena@example.com")["access_token"])["sub"]
+    legacy = issue(Principal(int(user_id), "xena@example.com", Role.USER), TokenType.REFRESH,
+                   TEST_JWT_KEY, 3600)  # no `fam`/`gen`, as issued before migration 0006
+
+    assert_problem(refresh(client, legacy), 401, "invalid_token")
+
+
+def test_a_login_purges_its_users_expired_families(client: TestClient,
+                                                  api_settings: ApiSettings) -> None:
+    register(client, "yuri@example.com")
+    resources: Resources = client.app.state.resources  # type: ignore[attr-defined]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    resources.clock = lambda: start
+    old = tokens(client, "yuri@example.com")["refresh_token"]
+    kept = tokens(client, "yuri@example.com")["refresh_token"]
+    resources.clock = lambda: start + timedelta(seconds=api_settings.jwt_refresh_ttl_s - 1)
+    refresh(client, kept)  # refreshed in time: its family lives on
+
+    resources.clock = lambda: start + timedelta(seconds=api_settings.jwt_refresh_ttl_s + 1)
+    tokens(client, "yuri@example.com")
+
+    families = database(client).call(lambda session: list(session.scalars(
+        select(RefreshTokenFamily.id).join(User).where(User.email == "yuri@example.com"))))
+    assert claims_of(old)["fam"] not in families
+    assert claims_of(kept)["fam"] in families
+    assert len(families) == 2
+
+
+# --------------------------------------------------------------------------------------------
 # Login rate limits
 
 
@@ -459,9 +643,9 @@ def assert_rate_limited(response: httpx.Response, window_s: int) -> int:
     return retry_after
 
 
-def test_failed_logins_over_the_account_limit_answer_429_with_retry_after(
+def test_failed_logins_over_the_account_address_limit_answer_429_with_retry_after(
         make_client: MakeClient, api_settings: ApiSettings, redis_server: RedisServer) -> None:
-    client = make_client(login_max_attempts_per_account=3)
+    client = make_client(login_max_attempts_per_account_address=3)
     register(client, "ivan@example.com")
     register(client, "judy@example.com")
 
@@ -470,7 +654,8 @@ def test_failed_logins_over_the_account_limit_answer_429_with_retry_after(
     limited = failed_login(client, "IVAN@example.com")
 
     retry_after = assert_rate_limited(limited, 300)
-    ttl = redis_server.client().ttl(attempts_key(api_settings, "account", "ivan@example.com"))
+    ttl = redis_server.client().ttl(attempts_key(api_settings, "account_address",
+                                                 "testclient/ivan@example.com"))
     assert retry_after - 1 <= ttl <= retry_after
     # Over the limit even the right password is refused, and nothing is learnt from it.
     assert_rate_limited(login(client, "ivan@example.com"), 300)
@@ -479,8 +664,8 @@ def test_failed_logins_over_the_account_limit_answer_429_with_retry_after(
 
 
 def test_the_limit_is_shared_by_workers(make_client: MakeClient) -> None:
-    first = make_client(login_max_attempts_per_account=3)
-    second = make_client(login_max_attempts_per_account=3)
+    first = make_client(login_max_attempts_per_account_address=3)
+    second = make_client(login_max_attempts_per_account_address=3)
     register(first, "ken@example.com")
 
     assert failed_login(first, "ken@example.com").status_code == 401
@@ -491,8 +676,9 @@ def test_the_limit_is_shared_by_workers(make_client: MakeClient) -> None:
     assert_rate_limited(login(first, "ken@example.com"), 300)
 
 
-def test_a_successful_login_clears_the_account_counter(make_client: MakeClient) -> None:
-    client = make_client(login_max_attempts_per_account=3)
+def test_a_successful_login_clears_the_account_address_counter(
+        make_client: MakeClient) -> None:
+    client = make_client(login_max_attempts_per_account_address=3)
     register(client, "leo@example.com")
 
     for _ in range(2):
@@ -502,6 +688,49 @@ def test_a_successful_login_clears_the_account_counter(make_client: MakeClient) 
         assert failed_login(client, "leo@example.com").status_code == 401
 
     assert_rate_limited(failed_login(client, "leo@example.com"), 300)
+
+
+def from_address(address: str) -> dict[str, str]:
+    return {"X-Forwarded-For": address}
+
+
+def test_failures_from_one_address_do_not_lock_the_owner_out_from_another(
+        make_client: MakeClient) -> None:
+    """The lockout that was: 5 wrong guesses from anywhere locked the account's owner out."""
+    client = make_client(trust_forwarded_for=True)
+    register(client, "owen@example.com")
+    attacker, owner = from_address("203.0.113.66"), from_address("198.51.100.7")
+
+    for _ in range(5):
+        assert_problem(failed_login(client, "owen@example.com", **attacker), 401,
+                       "invalid_credentials")
+    assert_rate_limited(failed_login(client, "owen@example.com", **attacker), 300)
+
+    response = client.post("/api/v1/auth/login", headers=owner,
+                           json={"email": "owen@example.com", "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    assert_problem(failed_login(client, "owen@example.com", **owner), 401,
+                   "invalid_credentials")  # the owner's own allowance is untouched
+
+
+def test_the_account_ceiling_stops_spread_guessing_but_not_a_known_address(
+        make_client: MakeClient) -> None:
+    client = make_client(trust_forwarded_for=True, login_max_attempts_per_account=3)
+    register(client, "paula@example.com")
+    home = from_address("198.51.100.7")
+    assert client.post("/api/v1/auth/login", headers=home, json={
+        "email": "paula@example.com", "password": PASSWORD}).status_code == 200
+
+    for last_octet in (1, 2, 3):  # one guess from each of three addresses
+        assert failed_login(client, "paula@example.com",
+                            **from_address(f"203.0.113.{last_octet}")).status_code == 401
+    assert_rate_limited(failed_login(client, "paula@example.com",
+                                     **from_address("203.0.113.4")), 300)
+    assert_rate_limited(login(client, "paula@example.com"), 300)  # a new address: refused too
+
+    at_home = client.post("/api/v1/auth/login", headers=home,
+                          json={"email": "paula@example.com", "password": PASSWORD})
+    assert at_home.status_code == 200, at_home.text
 
 
 def test_the_address_limit_spans_accounts(make_client: MakeClient,
@@ -553,6 +782,40 @@ def test_forwarded_for_is_ignored_unless_trusted(make_client: MakeClient) -> Non
 
     assert_rate_limited(
         failed_login(client, "y@example.com", **{"X-Forwarded-For": "203.0.113.3"}), 300)
+
+
+def test_registrations_are_limited_per_address_and_shared_by_workers(
+        make_client: MakeClient, api_settings: ApiSettings, redis_server: RedisServer) -> None:
+    first = make_client(register_max_per_address=3, trust_forwarded_for=True)
+    second = make_client(register_max_per_address=3, trust_forwarded_for=True)
+    here, elsewhere = from_address("203.0.113.9"), from_address("198.51.100.9")
+
+    def register_from(client: TestClient, email: str, headers: dict[str, str]
+                      ) -> httpx.Response:
+        return client.post("/api/v1/auth/register", headers=headers,
+                           json={"email": email, "password": PASSWORD})
+
+    assert register_from(first, "r1@example.com", here).status_code == 201
+    assert_problem(register_from(second, "r1@example.com", here), 409, "email_taken")  # counts
+    assert register_from(first, "r2@example.com", here).status_code == 201
+
+    limited = register_from(second, "r3@example.com", here)
+
+    assert_problem(limited, 429, "too_many_registrations")
+    retry_after = int(limited.headers["retry-after"])
+    assert 0 < retry_after <= 3600
+    key = BusNames(api_settings.stocking_ns).registrations("203.0.113.9")
+    assert retry_after - 1 <= redis_server.client().ttl(key) <= retry_after
+    assert user_row(first, "r3@example.com") is None
+    assert register_from(first, "r3@example.com", elsewhere).status_code == 201
+
+
+def test_registrations_fail_closed_when_redis_is_down(client: TestClient,
+                                                      redis_server: RedisServer) -> None:
+    redis_server.stop()
+
+    assert_problem(register(client, "later@example.com"), 503, "redis_unavailable")
+    assert user_row(client, "later@example.com") is None
 
 
 def test_logins_fail_closed_when_redis_is_down(client: TestClient,
@@ -685,3 +948,40 @@ def test_openapi_documents_the_auth_bodies(client: TestClient) -> None:
         "access_token", "refresh_token", "token_type", "expires_in"}
     assert spec["paths"]["/api/v1/users/me"]["get"]["security"] == [{"HTTPBearer": []}]
     assert "429" in spec["paths"]["/api/v1/auth/login"]["post"]["responses"]
+
+
+# --------------------------------------------------------------------------------------------
+# Free text (api.text): control characters in a client's names and ids are 422
+
+
+@pytest.mark.parametrize("bad", ["nul\x00", "line\nbreak", "bell\x07", "c1\x9b"])
+def test_control_characters_in_free_text_fields_are_422(client: TestClient,
+                                                        alice: dict[str, str], bad: str) -> None:
+    order = {"code": "A005930", "side": "BUY", "type": "MARKET", "quantity": 1,
+             "client_order_id": bad}
+    body = assert_problem(client.post("/api/v1/orders", headers=alice, json=order), 422,
+                          "validation_error")
+    assert body["detail"].startswith("client_order_id: Value error, must not contain control")
+
+    legacy_prepare = {"amount": 1000, "order_name": bad, "currency": "KRW"}
+    body = assert_problem(client.post("/api/v1/payments/portone/prepare", headers=alice,
+                                      json=legacy_prepare), 422, "validation_error")
+    assert body["detail"].startswith("order_name: Value error, must not contain control")
+
+    assert client.get("/api/v1/orders", headers=alice).json()["items"] == []
+    assert client.get("/api/v1/payments", headers=alice).json()["items"] == []
+
+
+def test_free_text_fields_say_so_in_the_openapi_document(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+
+    def pattern(schema: str, field: str) -> str:
+        spec = schemas[schema]["properties"][field]
+        found: str = next(s for s in spec.get("anyOf", [spec]) if s.get("type") == "string")[
+            "pattern"]
+        return found
+
+    assert pattern("WatchlistCreate", "name") == NO_CONTROL_CHARACTERS_PATTERN
+    assert pattern("WatchlistRename", "name") == NO_CONTROL_CHARACTERS_PATTERN
+    assert pattern("OrderCreate", "client_order_id") == NO_CONTROL_CHARACTERS_PATTERN
+    assert pattern("PrepareRequest", "order_name") == NO_CONTROL_CHARACTERS_PATTERN

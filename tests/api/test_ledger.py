@@ -76,7 +76,8 @@ def test_a_new_user_starts_with_the_initial_deposit(client: TestClient,
     [row] = rows_of(client, alice)
     assert (row["type"], row["amount"], row["balance_before"], row["balance_after"]) == (
         "DEPOSIT", INITIAL, 0, INITIAL)
-    assert row["reference"] is None
+    # The opening credit is marked, so the daily cap on free deposits does not count it.
+    assert row["reference"] == f"opening:{alice_id(client)}"
 
 
 def test_the_admin_created_at_start_has_an_account(client: TestClient) -> None:
@@ -221,12 +222,12 @@ def test_account_endpoints_need_a_token(client: TestClient) -> None:
                        "not_authenticated")
 
 
-def test_a_user_without_an_account_gets_404(client: TestClient,
-                                            api_settings: ApiSettings) -> None:
-    headers = bearer(api_settings, Role.USER, 987_654)
-    assert_problem(client.get(ACCOUNT, headers=headers), 404, "account_not_found")
-    assert_problem(client.post(DEPOSIT, headers=headers, json={"amount": 1}), 404,
-                   "account_not_found")
+def test_a_token_whose_user_does_not_exist_gets_401(client: TestClient,
+                                                    api_settings: ApiSettings) -> None:
+    headers = bearer(api_settings, Role.USER, 987_654)  # no such user (nor account)
+    assert_problem(client.get(ACCOUNT, headers=headers), 401, "user_not_found")
+    assert_problem(client.post(DEPOSIT, headers=headers, json={"amount": 1}), 401,
+                   "user_not_found")
 
 
 def test_users_from_before_accounts_get_one_at_the_next_start(
