@@ -17,7 +17,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from relayer.bus import CommandType
 from tests.conftest import RedisServer
-from tests.support.bus_client import eventually, latest_quote, send_command, wait_connected
+from tests.support.bus_client import (
+    eventually,
+    latest_quote,
+    mark_restored_from_sql,
+    send_command,
+    wait_connected,
+)
 from tests.support.kis_samples import SAMSUNG_0930_15, SAMSUNG_0930_16_BUY, SAMSUNG_0930_16_SELL
 from tests.support.relayer_process import RelayerProcess
 
@@ -78,6 +84,7 @@ async def test_kis_feed_is_relayed_and_a_refused_code_fails_alone(
     kis: FakeKis, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     redis = Redis.from_url(redis_server.url)
+    await mark_restored_from_sql(redis)  # as the API does at start: unsubscribing is allowed
     relayer = RelayerProcess(tmp_path / "relayer.log", {
         "REDIS_URL": redis_server.url,
         "RELAYER_UPSTREAM": "kis",
