@@ -17,6 +17,7 @@ import contextlib
 import http.client
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -32,12 +33,13 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from api.app import create_app
 from api.auth.tokens import Principal, TokenType, issue
-from api.db import Database, make_engine
+from api.db import Database, DatabaseDeadlineExceeded, make_engine
 from api.fills.worker import FillsWorker
 from api.market.rules import Costs
 from api.models import Order, Role, User
@@ -345,6 +347,31 @@ def test_fills_worker_waits_out_a_database_outage_and_fills_afterwards(
         worker.stopping.set()
         thread.join(timeout=scaled(10))
         worker_db.dispose()
+        db.dispose()
+
+
+async def test_work_past_its_deadline_is_answered_at_the_deadline_and_never_committed(
+        database_url: str) -> None:
+    """The request stops waiting at its deadline, but its thread cannot be stopped: whatever
+    that thread does afterwards must not commit, or a client told 503 would have changed
+    something."""
+    db = Database(make_engine(database_url), deadline_s=0.5)
+    outcomes: queue.Queue[str] = queue.Queue()
+    event.listen(db.engine, "commit", lambda _connection: outcomes.put("commit"))
+    event.listen(db.engine, "rollback", lambda _connection: outcomes.put("rollback"))
+
+    def slow_registration(session: Session) -> None:
+        session.add(User(email="late@example.com", password_hash="x"))
+        session.flush()
+        time.sleep(1.5)  # the database is slow: the deadline passes meanwhile
+
+    try:
+        with pytest.raises(DatabaseDeadlineExceeded):
+            await db.run(slow_registration)
+        assert outcomes.get(timeout=scaled(10)) == "rollback"  # once the thread is done
+        assert db.call(lambda s: s.scalar(select(User.id).where(
+            User.email == "late@example.com"))) is None
+    finally:
         db.dispose()
 
 
