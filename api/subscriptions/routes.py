@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from api.auth.deps import AdminUser, admin_principal
 from api.deps import ResourcesDep
+from api.openapi import problems
 from api.subscriptions import service
 from api.subscriptions.commands import Reply
 from api.subscriptions.schemas import CommandAnswer, ResyncAnswer, SubscriptionList
@@ -28,9 +29,12 @@ TopicQuery = Annotated[str, Query(
 def _command_responses(model: type[CommandAnswer]) -> dict[int | str, dict[str, Any]]:
     return {
         202: {"model": model, "description": "stored; the relayer has not answered yet"},
-        503: {"model": model, "description": "stored; no relayer is alive to apply it now"},
-        422: {"description": "invalid_topic", "content": {"application/problem+json": {}}},
+        503: {"model": model, "description": "stored; no relayer is alive to apply it now "
+                                             "(this body, not a problem)"},
     }
+
+
+_INVALID_TOPIC = problems({422: "`invalid_topic`"})
 
 
 def _answer(reply: Reply, response: Response) -> CommandAnswer:
@@ -43,7 +47,7 @@ async def list_subscriptions(resources: ResourcesDep) -> SubscriptionList:
     return await service.list_subscriptions(resources)
 
 
-@router.post("/subscribe", responses=_command_responses(CommandAnswer),
+@router.post("/subscribe", responses={**_command_responses(CommandAnswer), **_INVALID_TOPIC},
              summary="Subscribe a topic upstream")
 async def subscribe(topic: TopicQuery, resources: ResourcesDep, admin: AdminUser,
                     response: Response) -> CommandAnswer:
@@ -51,9 +55,8 @@ async def subscribe(topic: TopicQuery, resources: ResourcesDep, admin: AdminUser
 
 
 @router.delete("/unsubscribe", summary="Unsubscribe a topic upstream",
-               responses={**_command_responses(CommandAnswer), 404: {
-                   "description": "subscription_not_found",
-                   "content": {"application/problem+json": {}}}})
+               responses={**_command_responses(CommandAnswer), **_INVALID_TOPIC,
+                          **problems({404: "`subscription_not_found`"})})
 async def unsubscribe(topic: TopicQuery, resources: ResourcesDep, admin: AdminUser,
                       response: Response) -> CommandAnswer:
     return _answer(await service.unsubscribe(resources, topic, admin), response)
