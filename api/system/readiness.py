@@ -75,9 +75,9 @@ class Readiness(BaseModel):
     status: Literal["ready", "not_ready"]
     redis: Check
     database: Check
-    subscriptions: Check = Field(description="the relayer's desired set holds the SQL "
-                                             "subscriptions (restored within a second after "
-                                             "Redis loses it)")
+    desired_set: Check = Field(description="the relayer's desired set holds the SQL "
+                                           "subscriptions (restored within a second after "
+                                           "Redis loses it)")
     relayer: RelayerCheck
     fills: FillsCheck
 
@@ -91,7 +91,7 @@ class Readiness(BaseModel):
                   (("Redis", self.redis), ("the database", self.database)) if not check.ok]
         if failed:
             return "not ready: " + " and ".join(failed) + " unreachable"
-        return f"not ready: the desired subscriptions are {self.subscriptions.error}"
+        return f"not ready: the desired subscriptions are {self.desired_set.error}"
 
 
 async def check_readiness(resources: Resources) -> Readiness:
@@ -117,12 +117,12 @@ async def check_readiness(resources: Resources) -> Readiness:
     )
     # Redis lost the desired set and it is not restored yet: the relayer keeps what it has, but
     # admin subscriptions are missing from it (api.subscriptions.restore).
-    subscriptions_check = Check(
+    desired_set_check = Check(
         ok=desired.result is True, latency_ms=desired.latency_ms,
         error=desired.error or (None if desired.result else "not restored from SQL yet"))
-    ready = redis_check.ok and database_check.ok and subscriptions_check.ok
+    ready = redis_check.ok and database_check.ok and desired_set_check.ok
     return Readiness(status="ready" if ready else "not_ready", redis=redis_check,
-                     database=database_check, subscriptions=subscriptions_check,
+                     database=database_check, desired_set=desired_set_check,
                      relayer=relayer_check,
                      fills=fills.result or FillsCheck(alive=False, error=fills.error))
 

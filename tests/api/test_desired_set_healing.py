@@ -131,7 +131,7 @@ def test_not_ready_while_the_desired_set_lacks_the_sql_subscriptions(
         answer = client.get("/ready", headers=admin)
         assert answer.status_code == 503, answer.text
         body = answer.json()
-        assert body["code"] == "not_ready" and body["subscriptions"]["ok"] is False
+        assert body["code"] == "not_ready" and body["desired_set"]["ok"] is False
         assert "not restored from SQL" in body["detail"]
         assert client.get("/ready").status_code == 503
 
