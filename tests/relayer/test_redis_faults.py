@@ -102,6 +102,33 @@ async def test_writes_resume_within_seconds_of_redis_answering_again(
     await client.aclose()
 
 
+async def test_killed_redis_connections_cost_the_relayer_no_session(
+    tmp_path: Path, relayers: list[RelayerProcess], redis_server: RedisServer, sim: SimServer,
+) -> None:
+    relayer = start_relayer(relayers, tmp_path, redis_server, sim, RELAYER_SUBSCRIBE="A005930",
+                            RELAYER_BACKOFF_INITIAL_S="60", RELAYER_BACKOFF_MAX_S="120")
+    client = Redis.from_url(redis_server.url)
+    await wait_connected(client, subscriptions=1)
+
+    async def has_quote() -> bool:
+        return await readable_quote(client, "A005930") is not None
+
+    await eventually(has_quote, what="a first quote")
+    killed_at = format_utc(datetime.now(UTC), millis=True)
+    assert await client.client_kill_filter(_type="normal", skipme=True) >= 1
+    await client.client_kill_filter(_type="pubsub")
+
+    async def new_tick_written() -> bool:
+        quote = await readable_quote(client, "A005930")
+        return quote is not None and quote.received_at > killed_at
+
+    await eventually(new_tick_written, timeout=5, what="a tick written after CLIENT KILL")
+    await wait_connected(client, subscriptions=1)  # listening for commands again
+    state = await health(client)
+    assert state["reconnects"] == 0 and "upstream connection ended" not in relayer.log()
+    await client.aclose()
+
+
 GARBAGE: list[bytes] = [
     b"[]",
     b'{"code":"A000660","price":71',  # truncated
