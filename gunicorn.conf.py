@@ -23,8 +23,9 @@ from typing import Any
 
 wsgi_app = "api.main:app"
 # Uvicorn's Gunicorn worker, from the maintained `uvicorn-worker` package (the one inside
-# uvicorn itself is deprecated).
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn itself is deprecated), with a limit on the request head: MAX_REQUEST_HEADER_BYTES
+# (api/server.py; Gunicorn's own limit_request_* settings do not apply to Uvicorn workers).
+worker_class = "api.server.Worker"
 # This machine only, unless told: a development API (its /docs, its admin account with a
 # printed password) must not be reachable from the network by accident. The image sets
 # API_HOST=0.0.0.0, since inside a container the published port arrives from outside

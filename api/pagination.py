@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from api.errors import Unprocessable
+from api.ids import MAX_ROW_ID
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -30,11 +31,12 @@ def encode_cursor(kind: str, row_id: int) -> str:
 
 def decode_cursor(kind: str, cursor: str) -> int:
     """The row id a cursor continues below; 422 `invalid_cursor` for anything this endpoint
-    did not hand out."""
+    did not hand out, an id beyond the id columns' range included (SQLite cannot bind one)."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, number = text.partition(":")
-        if prefix != kind or not number.isdigit():
+        if prefix != kind or not number.isascii() or not number.isdigit() \
+                or not 0 < int(number) <= MAX_ROW_ID:
             raise ValueError(text)
         return int(number)
     except (ValueError, binascii.Error, UnicodeDecodeError):

@@ -3,6 +3,7 @@ equity is api.portfolio's)."""
 
 from __future__ import annotations
 
+import functools
 from datetime import date
 from typing import Annotated, Any, Protocol
 
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from api import idempotency
 from api.auth.deps import CurrentUser
-from api.deps import DatabaseDep, SettingsDep
+from api.deps import DatabaseDep, ResourcesDep, SettingsDep
 from api.idempotency import IdempotencyKeyHeader
 from api.ledger import service
 from api.ledger.schemas import (
@@ -54,18 +55,24 @@ def _move_cash(session: Session, move: Move, path: str, user_id: int, amount: in
 @router.post("/account/deposit", responses=problems({
     404: "`account_not_found`",
     422: "`validation_error` (not an integer), `invalid_amount`, `amount_over_limit`, "
+         "`daily_deposit_limit_exceeded` (with `remaining_today_krw`), "
          "`idempotency_key_reused`",
 }))
-async def deposit(body: AmountRequest, principal: CurrentUser, db: DatabaseDep,
-                  settings: SettingsDep, key: IdempotencyKeyHeader = None) -> CashMovementOut:
-    """Add virtual cash (whole KRW, at most DEPOSIT_MAX_KRW per request)."""
-    return CashMovementOut.model_validate(await db.run_retrying(
-        _move_cash, service.deposit, "/api/v1/account/deposit", principal.user_id,
+async def deposit(body: AmountRequest, principal: CurrentUser, resources: ResourcesDep,
+                  key: IdempotencyKeyHeader = None) -> CashMovementOut:
+    """Add free virtual cash (whole KRW, at most DEPOSIT_MAX_KRW per request and
+    DEPOSIT_DAILY_MAX_KRW per day, Korea time)."""
+    settings = resources.settings
+    move = functools.partial(service.deposit, daily_max_krw=settings.deposit_daily_max_krw,
+                             now=resources.clock())
+    return CashMovementOut.model_validate(await resources.db.run_retrying(
+        _move_cash, move, "/api/v1/account/deposit", principal.user_id,
         body.amount, settings.deposit_max_krw, key))
 
 
 @router.post("/account/withdraw", responses=problems({
     404: "`account_not_found`",
+    409: "`clawback_outstanding`: a refunded payment's cash is still owed",
     422: "`validation_error` (not an integer), `invalid_amount`, `amount_over_limit`, "
          "`insufficient_funds`, `idempotency_key_reused`",
 }))

@@ -15,6 +15,7 @@ from api import idempotency
 from api.auth.deps import CurrentUser
 from api.deps import ResourcesDep
 from api.idempotency import IdempotencyKeyHeader
+from api.ids import RowId
 from api.ledger.service import lock_account
 from api.market.rules import Costs, PriceBand
 from api.models import Order, OrderStatus
@@ -48,7 +49,8 @@ def trading_rules(resources: Resources) -> service.TradingRules:
     return service.TradingRules(
         costs=Costs(settings.commission_rate, settings.sell_tax_rate),
         market_close_kst=settings.market_close_kst,
-        max_quantity=settings.order_max_quantity)
+        max_quantity=settings.order_max_quantity,
+        max_open_orders=settings.orders_max_open_per_user)
 
 
 def _detail(session: Session, order: Order) -> OrderDetailOut:
@@ -65,7 +67,8 @@ def _place(session: Session, user_id: int, request: OrderRequest, snapshot: Mark
 
 @router.post("/orders", status_code=201, responses=problems({
     404: "`account_not_found`",
-    409: "`duplicate_client_order_id`",
+    409: "`duplicate_client_order_id`, `too_many_open_orders` (ORDERS_MAX_OPEN_PER_USER live "
+         "orders already)",
     422: _REFUSALS + ", `idempotency_key_reused`",
 }))
 async def place_order(body: OrderCreate, principal: CurrentUser, resources: ResourcesDep,
@@ -125,7 +128,7 @@ def _get(session: Session, user_id: int, order_id: int) -> OrderDetailOut:
 
 
 @router.get("/orders/{order_id}", responses=problems({404: "`order_not_found`"}))
-async def get_order(order_id: int, principal: CurrentUser,
+async def get_order(order_id: RowId, principal: CurrentUser,
                     resources: ResourcesDep) -> OrderDetailOut:
     """One order with its fills (each with what priced it)."""
     return await resources.db.run(_get, principal.user_id, order_id)
@@ -138,7 +141,7 @@ def _cancel(session: Session, user_id: int, order_id: int) -> OrderDetailOut:
 @router.delete("/orders/{order_id}", responses=problems({
     404: "`order_not_found`", 409: "`order_not_live`",
 }))
-async def cancel_order(order_id: int, principal: CurrentUser,
+async def cancel_order(order_id: RowId, principal: CurrentUser,
                        resources: ResourcesDep) -> OrderDetailOut:
     """Cancel what is left of an open or partially filled order; its holds are released.
     Fills that already happened stay."""
@@ -163,7 +166,7 @@ def _code_of(session: Session, user_id: int, order_id: int) -> str:
          "`quantity_over_limit`, `quantity_not_above_filled`, `insufficient_funds`, "
          "`insufficient_shares`",
 }))
-async def modify_order(order_id: int, body: OrderModify, principal: CurrentUser,
+async def modify_order(order_id: RowId, body: OrderModify, principal: CurrentUser,
                        resources: ResourcesDep) -> OrderDetailOut:
     """Change a resting LIMIT order's price and/or total quantity. A new price or a larger
     quantity loses time priority (the order rests from now); a smaller quantity keeps it."""

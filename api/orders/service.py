@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, NotFound, Unprocessable
 from api.ledger.service import lock_account
 from api.market.rules import Costs, PriceBand, session_close_after
 from api.models import (
+    LIVE_ORDER_STATUSES,
     Account,
     Fill,
     Order,
@@ -55,6 +56,7 @@ class TradingRules:
     costs: Costs
     market_close_kst: time
     max_quantity: int
+    max_open_orders: int
 
 
 def _check_available(account: Account, position: Position | None, side: Side, quantity: int,
@@ -73,6 +75,18 @@ def _check_available(account: Account, position: Position | None, side: Side, qu
                 f"not enough shares: selling {quantity}, {available} available (shares held "
                 "by other open sell orders are not available)",
                 code="insufficient_shares", available_quantity=available)
+
+
+def _check_room_for_open_order(session: Session, user_id: int, max_open: int) -> None:
+    """409 `too_many_open_orders` when the user already has `max_open` live orders. Only a
+    resting order can add one (the others end in their request), so only it pays for this
+    count; under the account lock the caller holds, the count stays true until the commit."""
+    live = session.scalar(select(func.count()).select_from(Order).where(
+        Order.user_id == user_id, Order.status.in_(LIVE_ORDER_STATUSES))) or 0
+    if live >= max_open:
+        raise Conflict(f"you have {live} open orders, the most allowed: cancel one, or wait for "
+                       "one to fill or expire", code="too_many_open_orders",
+                       max_open_orders=max_open)
 
 
 def _quote_tick(snapshot: MarketSnapshot) -> PricingTick:
@@ -94,6 +108,8 @@ def place(session: Session, account: Account, request: OrderRequest, snapshot: M
                        code="duplicate_client_order_id")
     resting = request.type is OrderType.LIMIT and request.time_in_force in (TimeInForce.DAY,
                                                                             TimeInForce.GTC)
+    if resting:
+        _check_room_for_open_order(session, user_id, rules.max_open_orders)
     # Locked before the order is written, so that its lock read flushes nothing (two UPDATEs
     # fewer per order executed at once); a new order row is no one else's to wait on.
     position = (lock_position(session, user_id, request.code) if request.side is Side.SELL

@@ -37,6 +37,8 @@ from portone_server_sdk.payment import (
 )
 from portone_server_sdk.webhook import InvalidInputError, WebhookVerificationError, verify
 
+from api.models import PAYMENT_ID_MAX_LENGTH, WEBHOOK_ID_MAX_LENGTH
+
 logger = logging.getLogger(__name__)
 
 # PortOne's payment statuses, by the SDK class that carries each.
@@ -161,10 +163,18 @@ class PortOne:
         data = data if isinstance(data, dict) else {}
         event_type = document.get("type") if isinstance(document, dict) else None
         logger.debug("verified webhook %s: %r", headers.get("webhook-id"), type(verified))
-        return WebhookEvent(webhook_id=headers["webhook-id"],
-                            type=str(event_type or "")[:64],
-                            payment_id=_optional_str(data.get("paymentId")),
-                            store_id=_optional_str(data.get("storeId")))
+        event = WebhookEvent(webhook_id=headers["webhook-id"],
+                             type=str(event_type or "")[:64],
+                             payment_id=_optional_str(data.get("paymentId")),
+                             store_id=_optional_str(data.get("storeId")))
+        # Signed ids longer than what we store: no payment of ours has such an id, and a
+        # delivery we cannot record as handled must not be acted on (MariaDB would refuse
+        # the row, a 500), so it is refused before anything is looked up or written.
+        if len(event.webhook_id) > WEBHOOK_ID_MAX_LENGTH:
+            raise WebhookRejected("WEBHOOK_ID_TOO_LONG")
+        if event.payment_id is not None and len(event.payment_id) > PAYMENT_ID_MAX_LENGTH:
+            raise WebhookRejected("PAYMENT_ID_TOO_LONG")
+        return event
 
 
 def _optional_str(value: object) -> str | None:

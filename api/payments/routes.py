@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy.orm import Session
 
 from api.auth.deps import CurrentUser
-from api.deps import ResourcesDep
+from api.deps import ResourcesDep, SettingsDep
 from api.errors import ApiError, Conflict, ServiceUnavailable
-from api.models import Payment
+from api.models import PAYMENT_ID_MAX_LENGTH, Payment
 from api.openapi import problems
 from api.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from api.payments import service, sync
@@ -56,10 +56,9 @@ class InvalidWebhook(ApiError):
 
 
 @router.get("/payments/products")
-async def products(_: CurrentUser, resources: ResourcesDep) -> ProductsOut:
+async def products(_: CurrentUser, settings: SettingsDep) -> ProductsOut:
     """What can be bought: virtual-cash packs and the premium plan, at the server's prices."""
-    return ProductsOut(items=[ProductOut.of(product)
-                              for product in resources.settings.payment_products])
+    return ProductsOut(items=[ProductOut.of(product) for product in settings.payment_products])
 
 
 @router.post("/payments/portone/prepare", status_code=201, responses=problems({
@@ -147,7 +146,13 @@ async def _ignore(resources: Resources, event: WebhookEvent, why: str) -> Webhoo
 @router.post("/payments/portone/webhook", responses=problems({
     400: "`invalid_webhook`: signature, timestamp or headers wrong (`reason` says which)",
     503: _UNAVAILABLE + " (PortOne retries the delivery)",
-}, authenticated=False))
+}, authenticated=False), openapi_extra={"requestBody": {
+    # Read raw (the signature covers the bytes), so FastAPI does not document it by itself.
+    "required": True,
+    "description": "PortOne's signed event (`webhook-id`, `webhook-timestamp` and "
+                   "`webhook-signature` headers, Standard Webhooks)",
+    "content": {"application/json": {"schema": {"type": "object"}}},
+}})
 async def webhook(request: Request, resources: ResourcesDep) -> WebhookAck:
     """PortOne's webhook (register `https://<host>/api/v1/payments/portone/webhook` in the
     console, version 2024-04-25). Verified on the raw body; each webhook id acts once, ever.
@@ -201,7 +206,8 @@ async def list_payments(
 
 
 @router.get("/payments/{payment_id}", responses=problems({404: "`payment_not_found`"}))
-async def get_payment(payment_id: str, principal: CurrentUser,
+async def get_payment(payment_id: Annotated[str, Path(max_length=PAYMENT_ID_MAX_LENGTH)],
+                      principal: CurrentUser,
                       resources: ResourcesDep) -> PaymentEnvelope:
     """One of the signed-in user's payments."""
     payment: Payment = await resources.db.run(service.owned_payment, payment_id,

@@ -10,14 +10,14 @@ warning logged): a 503 would invite a retry of a change that already happened. A
 from __future__ import annotations
 
 import logging
-from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, status
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from api.auth.deps import CurrentUser
 from api.deps import DatabaseDep, ResourcesDep, SettingsDep
+from api.ids import RowId
 from api.openapi import problems
 from api.quotes.service import latest_quotes
 from api.resources import Resources
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["watchlists"])
 
-WatchlistId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+WatchlistId = RowId
 
 _NOT_FOUND = "`watchlist_not_found` (no such id, or someone else's), `account_not_found`"
 
@@ -92,7 +92,6 @@ async def create_watchlist(body: WatchlistCreate, principal: CurrentUser, db: Da
 
 @router.get("/watchlists/{watchlist_id}", responses=problems({
     404: "`watchlist_not_found` (no such id, or someone else's)",
-    503: "`redis_unavailable`",
 }))
 async def get_watchlist(watchlist_id: WatchlistId, principal: CurrentUser, db: DatabaseDep,
                         resources: ResourcesDep) -> WatchlistOut:

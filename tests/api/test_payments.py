@@ -20,8 +20,9 @@ import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr, ValidationError
+from sqlalchemy import func, select
 
-from api.models import Payment
+from api.models import Payment, WebhookEvent
 from api.settings import ApiSettings, Environment
 from tests.support.api import assert_problem, database, new_user
 from tests.support.concurrency import concurrently
@@ -400,6 +401,32 @@ def test_a_signed_webhook_whose_body_is_not_a_webhook_is_400(client: TestClient)
         problem = assert_problem(client.post(WEBHOOK, content=body, headers=headers), 400,
                                  "invalid_webhook")
         assert problem["reason"] == "UNREADABLE_BODY"
+
+
+@pytest.mark.parametrize(("webhook_id", "named_payment", "reason"), [
+    ("w" * 129, None, "WEBHOOK_ID_TOO_LONG"),
+    ("w" * 129, "pay_not_ours", "WEBHOOK_ID_TOO_LONG"),
+    (None, "p" * 65, "PAYMENT_ID_TOO_LONG"),
+])
+def test_a_signed_webhook_with_an_id_longer_than_we_store_is_400_and_records_nothing(
+        client: TestClient, alice: dict[str, str], portone: FakePortOne,
+        webhook_id: str | None, named_payment: str | None, reason: str) -> None:
+    """Signed and timely, but naming ids longer than the columns that record them (MariaDB
+    refused the row: a 500): refused before anything is looked up or written."""
+    payment_id = prepare(client, alice)
+    pay(portone, payment_id)
+
+    answer = send_webhook(client, named_payment or payment_id, webhook_id=webhook_id)
+
+    assert assert_problem(answer, 400, "invalid_webhook")["reason"] == reason
+    assert portone.requests == []
+    assert payment_credits(client, alice) == []
+    assert database(client).call(lambda session: session.scalar(
+        select(func.count()).select_from(WebhookEvent))) == 0
+    # The longest ids we store are accepted.
+    assert send_webhook(client, payment_id, webhook_id="w" * 128).json()["status"] == (
+        "processed")
+    assert send_webhook(client, "p" * 64).json()["status"] == "ignored"
 
 
 def test_webhooks_not_about_our_payments_are_acknowledged_and_ignored(

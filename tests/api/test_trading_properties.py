@@ -41,7 +41,8 @@ CODE = "A005930"
 BASE = 70_500
 BAND = PriceBand.around(BASE)
 RULES = orders.TradingRules(Costs(Decimal("0.00015"), Decimal("0.0020")),
-                            datetime.min.time().replace(hour=15, minute=30), 1_000_000)
+                            datetime.min.time().replace(hour=15, minute=30), 1_000_000,
+                            max_open_orders=10**6)
 # Prices on the grid (ticks of 100 at this level), mostly near the last trade so that limit
 # orders and trades cross often, sometimes anywhere in today's band.
 PRICES = (st.integers(695, 715).map(lambda n: n * 100)
@@ -128,7 +129,8 @@ class Trading(RuleBasedStateMachine):
 
     @rule(amount=st.integers(1, 3_000_000))
     def deposit(self, amount: int) -> None:
-        self.attempt(ledger.deposit, self.user_id, amount, max_krw=10**9)
+        self.attempt(ledger.deposit, self.user_id, amount, max_krw=10**9,
+                     daily_max_krw=10**12, now=datetime.now(UTC))
 
     @rule(amount=st.integers(1, 3_000_000))
     def withdraw(self, amount: int) -> None:
