@@ -285,9 +285,11 @@ def gunicorn_settings(namespace: dict[str, Any]) -> Config:
 
 def test_gunicorn_uses_the_maintained_uvicorn_worker(gunicorn_config: GunicornConfig) -> None:
     namespace = gunicorn_config()
-    assert namespace["worker_class"] == "uvicorn_worker.UvicornWorker"
+    # Uvicorn-worker's UvicornWorker with the request head limit (api/server.py).
+    assert namespace["worker_class"] == "api.server.Worker"
     config = gunicorn_settings(namespace)
-    assert config.worker_class is importlib.import_module("uvicorn_worker").UvicornWorker
+    assert config.worker_class is importlib.import_module("api.server").Worker
+    assert issubclass(config.worker_class, importlib.import_module("uvicorn_worker").UvicornWorker)
     assert issubclass(config.worker_class, Worker)
     assert config.wsgi_app == "api.main:app"
     assert config.bind == ["127.0.0.1:8000"]  # this machine only, unless API_HOST says
