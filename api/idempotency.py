@@ -3,9 +3,13 @@ same request answers what the first one answered, without doing it again; the sa
 different request is refused (422 `idempotency_key_reused`). Keys are per user.
 
 The check and the record happen inside the request's own transaction, after the caller has
-locked the row that serialises the user's requests (the cash account), so two requests with one
-key cannot both pass the check; the UNIQUE (user_id, key) constraint is the second guard. A
-refused request (an error) records nothing: nothing executed, so a retry may execute.
+locked the row that serialises the user's requests (the cash account; on SQLite the whole unit
+of work is serialised, api.db), so two requests with one key cannot both pass the check: a
+concurrent repeat waits for the first to commit, then replays its answer. The UNIQUE (user_id,
+key) constraint is the second guard: should two ever both execute, the one whose record
+collides raises `RunAgain`, its effect is rolled back, and its run again (`run_retrying`)
+replays the winner's answer, so the client still gets the first answer, never a 500. A refused
+request (an error) records nothing: nothing executed, so a retry may execute.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from typing import Annotated, Any
 
 from fastapi import Header
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api.db import RunAgain
 from api.errors import Unprocessable
 from api.models import IdempotencyKey
 
@@ -51,9 +57,16 @@ def replay(session: Session, user_id: int, key: str, request_fingerprint: str) -
 
 def remember(session: Session, user_id: int, key: str, request_fingerprint: str,
              response: Any) -> None:
+    """Record the answer under the key; `RunAgain` if another transaction recorded the key
+    first (its caller must run under `Database.run_retrying`, whose next run replays it)."""
+    session.flush()  # the effect's own writes first: their errors are theirs, not the key's
     session.add(IdempotencyKey(user_id=user_id, key=key, fingerprint=request_fingerprint,
                                response=json.dumps(response)))
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise RunAgain(f"Idempotency-Key {key!r} of user {user_id} was recorded by a "
+                       "concurrent request") from exc
 
 
 def once(session: Session, user_id: int, key: str | None, request_fingerprint: str,
