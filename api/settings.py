@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import secrets
 from datetime import time
 from decimal import Decimal
@@ -177,6 +178,15 @@ class ApiSettings(BaseSettings):
     @classmethod
     def _no_trailing_slash(cls, url: str) -> str:
         return url.rstrip("/")  # the SDK appends "/payments/..." as is
+
+    @model_validator(mode="after")
+    def _read_timeout_outlasts_the_deadline(self) -> ApiSettings:
+        # A row lock is waited for up to the deadline (api.db.make_engine): a shorter read
+        # timeout would cut the connection in the middle of a legitimate lock wait.
+        if self.database_read_timeout_s <= math.ceil(self.database_deadline_s):
+            raise ValueError("DATABASE_READ_TIMEOUT_S must be longer than DATABASE_DEADLINE_S "
+                             "rounded up to the second")
+        return self
 
     @field_validator("portone_webhook_secret")
     @classmethod

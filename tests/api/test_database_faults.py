@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from sqlalchemy import Engine, event, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -392,3 +392,8 @@ def test_sql_errors_do_not_carry_the_statement_parameters(
         assert re.search(r"parameters hidden", str(raised.value))
     finally:
         engine.dispose()
+
+
+def test_a_read_timeout_that_would_cut_a_lock_wait_is_refused_at_start() -> None:
+    with pytest.raises(ValidationError, match="DATABASE_READ_TIMEOUT_S"):
+        ApiSettings(database_deadline_s=9.5, database_read_timeout_s=10)
