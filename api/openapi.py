@@ -9,6 +9,7 @@ depends on, when the document is built (`document_errors`):
     has parameters or a body                      422 validation_error
     reads a body                                  400 malformed_body, 413 request_too_large
     uses Redis or the database (an /api route)    503 redis_unavailable, database_unavailable
+    any request                                   431 headers_too_large
 
 and every `application/problem+json` answer gets the `Problem` schema (FastAPI's default 422,
 `HTTPValidationError` as application/json, is never what the API sends). The operator routes
@@ -65,8 +66,9 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "additionalProperties": True,
 }
 
-# The 401 codes of every route that needs a bearer token (api.auth.deps).
-AUTH_PROBLEMS = "`not_authenticated`, `invalid_token`, `token_expired`"
+# The 401 codes of every route that needs a bearer token (api.auth.deps, api.auth.users).
+AUTH_PROBLEMS = ("`not_authenticated`, `invalid_token`, `token_expired`; `user_not_found` "
+                 "where the token's user (or its account) is loaded and has been deleted")
 
 _SHARED: dict[int, str] = {
     401: AUTH_PROBLEMS,
@@ -74,9 +76,12 @@ _SHARED: dict[int, str] = {
     422: "`validation_error`: a parameter or the body does not match this document "
          "(`errors` lists each field)",
     400: "`malformed_body`: the body could not be decoded",
-    413: "`request_too_large`: the body is larger than MAX_REQUEST_BODY_BYTES",
-    503: "`redis_unavailable` or `database_unavailable`: a store this operation needs is "
-         "unreachable; retry after `Retry-After` seconds",
+    413: "`request_too_large`: the body is larger than MAX_REQUEST_BODY_BYTES (api.limits)",
+    431: "`headers_too_large`: the request line and headers are larger than "
+         "MAX_REQUEST_HEADER_BYTES (answered by the server, api.server, and the connection "
+         "closed)",
+    503: "`redis_unavailable` or `database_unavailable` (whichever this operation uses): "
+         "a store is unreachable or too slow; retry after `Retry-After` seconds",
 }
 
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
@@ -86,7 +91,7 @@ _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying ag
 def problems(described: dict[int, str], *, authenticated: bool = False) -> Responses:
     """`responses=` for a route's own error answers, by status: their problem codes, rendered
     as application/problem+json. A route lists here what is particular to it; the shared
-    answers (401 for a bearer token, 403, 422, 400/413, 503) are added by `document_errors`
+    answers (401 for a bearer token, 403, 422, 400/413/431, 503) are added by `document_errors`
     from the route's dependencies, so `authenticated=True` is never needed for a route that
     depends on `CurrentUser`."""
     codes = {401: AUTH_PROBLEMS, **described} if authenticated else described
@@ -146,6 +151,7 @@ def _add_shared_answers(responses: dict[str, Any], route: RouteContext) -> None:
     if (route.path_format or "").startswith("/api/") and calls & {get_db, get_redis,
                                                                     get_resources}:
         statuses.append(503)
+    statuses.append(431)  # any request: the server refuses the head before the app sees it
     for status in statuses:
         _merge(responses, status, _SHARED[status])
     for key in ("429", "503"):
@@ -163,8 +169,7 @@ def _merge(responses: dict[str, Any], status: int, shared: str) -> None:
         responses[key] = {"description": shared, "content": {PROBLEM_JSON: {}}}
         return
     description: str = answer.get("description", "")
-    first_code = shared.split("`")[1]
-    if first_code not in description:
+    if any(f"`{code}`" not in description for code in shared.split("`")[1::2]):
         answer["description"] = f"{description}; {shared}" if description else shared
     answer.setdefault("content", {}).setdefault(PROBLEM_JSON, {})
 

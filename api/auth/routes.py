@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, status
 
 from api.auth import service
@@ -11,20 +9,14 @@ from api.auth.deps import CurrentUser
 from api.auth.rate_limit import client_address
 from api.auth.schemas import LoginRequest, RefreshRequest, RegisterRequest, TokenPair, UserOut
 from api.deps import DatabaseDep, ResourcesDep
-from api.errors import PROBLEM_JSON
+from api.openapi import problems
 
 router = APIRouter()
 
 
-def _problems(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error answers of a route, by status: their problem codes."""
-    return {status_code: {"description": codes, "content": {PROBLEM_JSON: {}}}
-            for status_code, codes in described.items()}
-
-
 @router.post(
     "/auth/register", status_code=status.HTTP_201_CREATED, tags=["auth"],
-    responses=_problems({
+    responses=problems({
         409: "`email_taken`",
         422: "`validation_error`, `password_too_short`, `password_too_long`",
         429: "`too_many_registrations` (see Retry-After)",
@@ -41,7 +33,7 @@ async def register(body: RegisterRequest, request: Request,
 
 @router.post(
     "/auth/login", tags=["auth"],
-    responses=_problems({
+    responses=problems({
         401: "`invalid_credentials`",
         429: "`too_many_login_attempts` (see Retry-After)",
     }),
@@ -54,7 +46,7 @@ async def login(body: LoginRequest, request: Request, resources: ResourcesDep) -
 
 @router.post(
     "/auth/refresh", tags=["auth"],
-    responses=_problems({401: "`invalid_token`, `token_expired`, `refresh_token_reused` (the "
+    responses=problems({401: "`invalid_token`, `token_expired`, `refresh_token_reused` (the "
                               "session is revoked), `token_revoked`, `user_not_found`"}),
 )
 async def refresh(body: RefreshRequest, resources: ResourcesDep) -> TokenPair:
@@ -65,7 +57,7 @@ async def refresh(body: RefreshRequest, resources: ResourcesDep) -> TokenPair:
 
 @router.post(
     "/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"],
-    responses=_problems({401: "`invalid_token`, `token_expired`"}),
+    responses=problems({401: "`invalid_token`, `token_expired`"}),
 )
 async def logout(body: RefreshRequest, resources: ResourcesDep) -> None:
     """End the session of this refresh token: no token of it refreshes any more. Access
@@ -75,7 +67,7 @@ async def logout(body: RefreshRequest, resources: ResourcesDep) -> None:
 
 @router.get(
     "/users/me", tags=["users"],
-    responses=_problems({401: "`not_authenticated`, `invalid_token`, `token_expired`, "
+    responses=problems({401: "`not_authenticated`, `invalid_token`, `token_expired`, "
                               "`user_not_found`"}),
 )
 async def me(principal: CurrentUser, db: DatabaseDep) -> UserOut:

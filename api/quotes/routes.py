@@ -6,12 +6,13 @@ hot path); `responses=` still documents their shape in /docs.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
 from api.auth.deps import CurrentUser
 from api.deps import ResourcesDep
+from api.openapi import problems
 from api.quotes import service
 from api.quotes.schemas import DaemonHealthOut, QuoteOut, QuotesOut
 
@@ -20,17 +21,14 @@ router = APIRouter(tags=["quotes"])
 JSON = "application/json"
 
 
-def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/problem+json": {}}}
-
-
-_INVALID_CODE = _problem("invalid_code (or too_many_codes): not an instrument code")
+_INVALID_CODE = "`invalid_code`: not an instrument code"
 
 
 @router.get(
     "/stock/{code}",
     response_model=None,
-    responses={200: {"model": QuoteOut}, 404: _problem("quote_not_found"), 422: _INVALID_CODE},
+    responses={200: {"model": QuoteOut},
+               **problems({404: "`quote_not_found`", 422: _INVALID_CODE})},
     summary="Latest quote of one instrument",
 )
 async def get_quote(code: str, resources: ResourcesDep, _user: CurrentUser) -> Response:
@@ -42,7 +40,8 @@ async def get_quote(code: str, resources: ResourcesDep, _user: CurrentUser) -> R
 @router.get(
     "/stocks/multiple",
     response_model=None,
-    responses={200: {"model": QuotesOut}, 422: _INVALID_CODE},
+    responses={200: {"model": QuotesOut},
+               **problems({422: f"{_INVALID_CODE}; `too_many_codes` (over 100)"})},
     summary="Latest quotes of several instruments",
 )
 async def get_quotes(
