@@ -1,4 +1,4 @@
-"""HTTP routes of api.auth: register, login, refresh, and the current user."""
+"""HTTP routes of api.auth: register, login, refresh, logout, and the current user."""
 
 from __future__ import annotations
 
