@@ -108,4 +108,4 @@ async def transactions(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> TransactionsPage:
     """The signed-in user's ledger, newest first, with cursor pagination."""
-    return await db.run(_transactions, principal.user_id, type, start, end, cursor, limit)
+    return await db.read(_transactions, principal.user_id, type, start, end, cursor, limit)

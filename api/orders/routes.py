@@ -81,7 +81,7 @@ async def place_order(body: OrderCreate, principal: CurrentUser, resources: Reso
     if key is not None:
         # A repeat answers what the first request answered, even if the market has moved
         # since and the same order would now be refused.
-        stored = await resources.db.run(idempotency.replay, user_id, key, fingerprint)
+        stored = await resources.db.read(idempotency.replay, user_id, key, fingerprint)
         if stored is not None:
             return OrderDetailOut.model_validate(stored)
     request = OrderRequest(
@@ -119,7 +119,7 @@ async def list_orders(
 ) -> OrdersPage:
     """The signed-in user's orders, newest first, with cursor pagination."""
     statuses = tuple(s.value for s in status or ())
-    return await resources.db.run(_list, principal.user_id, statuses,
+    return await resources.db.read(_list, principal.user_id, statuses,
                                   None if code is None else checked_code(code), cursor, limit)
 
 
@@ -131,7 +131,7 @@ def _get(session: Session, user_id: int, order_id: int) -> OrderDetailOut:
 async def get_order(order_id: RowId, principal: CurrentUser,
                     resources: ResourcesDep) -> OrderDetailOut:
     """One order with its fills (each with what priced it)."""
-    return await resources.db.run(_get, principal.user_id, order_id)
+    return await resources.db.read(_get, principal.user_id, order_id)
 
 
 def _cancel(session: Session, user_id: int, order_id: int) -> OrderDetailOut:
@@ -170,7 +170,7 @@ async def modify_order(order_id: RowId, body: OrderModify, principal: CurrentUse
                        resources: ResourcesDep) -> OrderDetailOut:
     """Change a resting LIMIT order's price and/or total quantity. A new price or a larger
     quantity loses time priority (the order rests from now); a smaller quantity keeps it."""
-    code = await resources.db.run(_code_of, principal.user_id, order_id)
+    code = await resources.db.read(_code_of, principal.user_id, order_id)
     snapshot = await market_snapshot(resources, code)
     return await resources.db.run_retrying(_modify, principal.user_id, order_id, body,
                                            snapshot, trading_rules(resources))

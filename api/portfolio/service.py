@@ -83,7 +83,7 @@ def _value(position: Position, quote: dict[str, Any] | None) -> PositionValue:
 
 
 async def valuation(resources: Resources, user_id: int) -> Valuation:
-    held = await resources.db.run(holdings, user_id)
+    held = await resources.db.read(holdings, user_id)
     open_positions = [p for p in held.positions if p.quantity > 0]
     quotes = await latest_quotes(resources, [p.code for p in open_positions])
     return Valuation(held.account, [_value(p, quotes.get(p.code)) for p in open_positions],

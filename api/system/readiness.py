@@ -99,7 +99,7 @@ async def check_readiness(resources: Resources) -> Readiness:
     limit_s = resources.settings.ready_timeout_s
     redis, database, desired, relayer, fills = await asyncio.gather(
         _timed("Redis", lambda: resources.redis.ping(), limit_s),
-        _timed("database", lambda: resources.db.run(_select_one), limit_s),
+        _timed("database", lambda: resources.db.read(_select_one), limit_s),
         _timed("desired set", lambda: desired_set_restored(resources), limit_s),
         _timed("relayer health", lambda: relayer_health(resources), limit_s),
         _timed("fills worker health", lambda: _fills_health(resources), limit_s),

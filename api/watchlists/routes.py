@@ -72,7 +72,7 @@ def _list(session: Session, user_id: int) -> WatchlistsOut:
 @router.get("/watchlists", responses=problems({}))
 async def list_watchlists(principal: CurrentUser, db: DatabaseDep) -> WatchlistsOut:
     """The signed-in user's watchlists, oldest first, with their number of items (no quotes)."""
-    return await db.run(_list, principal.user_id)
+    return await db.read(_list, principal.user_id)
 
 
 @router.post("/watchlists", status_code=status.HTTP_201_CREATED, responses=problems({
@@ -97,7 +97,7 @@ async def get_watchlist(watchlist_id: WatchlistId, principal: CurrentUser, db: D
                         resources: ResourcesDep) -> WatchlistOut:
     """The watchlist with its items in the order added, each with its latest quote (`stale`
     when older than QUOTE_MAX_AGE_S, null when there is none)."""
-    contents = await db.run(service.get_watchlist, principal.user_id, watchlist_id)
+    contents = await db.read(service.get_watchlist, principal.user_id, watchlist_id)
     return await _answer(resources, contents, committed=False)
 
 
