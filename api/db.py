@@ -22,10 +22,10 @@ transaction instead (a consistent WAL snapshot that never waits for, nor blocks,
 the connection is `query_only` for the duration, so a "read" that tries to write fails loudly
 instead of racing. On MySQL/MariaDB they are ordinary transactions. Why not BEGIN IMMEDIATE for
 reads too (simpler, equally correct): every GET would then queue for the one write lock behind
-the writers. Measured through two Gunicorn workers on SQLite, 8 clients reading the portfolio
-while 8 deposit: 69-82 reads/s, p99 1.2-1.6 s with IMMEDIATE reads; 458 reads/s, p99 96 ms with
-deferred ones (docs/OPERATIONS.md, "SQLite"). `run` stays the default, so a unit of work not
-known to be read-only is serialised.
+the writers. Measured through two Gunicorn workers on SQLite (scripts/bench_sqlite.py), 8
+clients reading the portfolio while 8 deposit: 99-102 reads/s, p99 1.0-1.1 s with IMMEDIATE
+reads; 481-642 reads/s, p99 46-81 ms with deferred ones (docs/OPERATIONS.md, "SQLite"). `run`
+stays the default, so a unit of work not known to be read-only is serialised.
 """
 
 from __future__ import annotations
@@ -125,8 +125,8 @@ READ_ONLY = "stocking_read_only"
 # How long a SQLite unit of work waits for the write lock (BEGIN IMMEDIATE) before it fails with
 # "database is locked" (a 503). Each writer holds it for milliseconds, but SQLite's busy handler
 # polls with growing sleeps, so waits are uneven: 8 writers and 8 readers through two Gunicorn
-# workers saw write latency p50 17 ms, p99 1.3 s (docs/OPERATIONS.md, "SQLite"). 10 s leaves
-# room for that, and only a stuck writer makes anyone wait it out.
+# workers saw deposit latency p99 up to 2.1 s (docs/OPERATIONS.md, "SQLite"). 10 s leaves room
+# for that, and only a stuck writer makes anyone wait it out.
 SQLITE_BUSY_TIMEOUT_S = 10.0
 
 
