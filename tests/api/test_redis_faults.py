@@ -47,7 +47,7 @@ def test_after_client_kill_every_request_succeeds(
     client: TestClient, store: redis.Redis, alice: dict[str, str], concurrent: bool
 ) -> None:
     put(store, make_quote(CODE))
-    path = f"{BASE}/stock/{CODE}"
+    path = f"{BASE}/stocks/multiple?stock_codes={CODE}"  # no per-worker memo: always Redis
     assert statuses(many(client, path, alice)) == [200] * 20  # the pool now holds connections
     killed = store.client_kill_filter(_type="normal", skipme=True)
     assert killed >= 2
