@@ -33,10 +33,6 @@ logger = logging.getLogger(__name__)
 HEAD_TOO_LARGE = "headers_too_large"
 
 
-class HeadTooLarge(Exception):
-    """Raised in the parser's callback to stop parsing a request whose head is too large."""
-
-
 class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
     """Uvicorn's httptools protocol, refusing a request head longer than `max_head_bytes`."""
 
@@ -73,23 +69,31 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._head_refused:
+            return  # a request pipelined behind a refused one, in the same read
         if self._head_size > self.max_head_bytes:
-            # Raised through the parser, which uvicorn answers with send_400_response.
-            self._head_refused = True
-            raise HeadTooLarge
+            self._refuse_head()  # no request cycle is started: the app never sees it
+            return
         super().on_headers_complete()
 
+    # The parser goes on through the rest of the read in which a head was refused; what it
+    # finds there belongs to a connection that is closing, and is dropped.
+    def on_body(self, body: bytes) -> None:
+        if not self._head_refused:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._head_refused:
+            return
         super().on_message_complete()
         self._new_head()  # the next request on this connection
 
     def send_400_response(self, msg: str) -> None:
-        if self._head_refused:
-            self._refuse_head()
-        else:
+        if not self._head_refused:  # already answered, with the 431
             super().send_400_response(msg)
 
     def _refuse_head(self) -> None:
+        self._head_refused = True
         logger.warning("request head from %s over %d bytes: refused with 431",
                        self.client[0] if self.client else "?", self.max_head_bytes)
         body = problem_bytes(

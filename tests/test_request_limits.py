@@ -130,3 +130,22 @@ def test_a_chunked_body_is_refused_once_past_the_limit(server: int) -> None:
         for _ in range(BODY_LIMIT // 4096 + 1):
             sock.sendall(b"1000\r\n" + b"c" * 4096 + b"\r\n")
         problem(read_answer(sock), 413, "request_too_large")
+
+
+def test_the_head_limit_is_per_request_on_a_kept_alive_connection(server: int) -> None:
+    """Three requests in one write, each head under the limit and all of them over it: all
+    three are served, then a fourth, too large, is refused on the same connection."""
+    def request(size: int, close: bool = False) -> bytes:
+        return (b"GET /health HTTP/1.1\r\nHost: test\r\nX-Pad: " + b"p" * size + b"\r\n"
+                + (b"Connection: close\r\n" if close else b"") + b"\r\n")
+
+    with connect(server) as sock:
+        sock.sendall(request(HEAD_LIMIT * 3 // 4) * 3)
+        received = b""
+        while received.count(b'{"status":"ok"}') < 3:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+        assert received.count(b"HTTP/1.1 200 OK") == 3
+        sock.sendall(request(HEAD_LIMIT, close=True))
+        problem(read_answer(sock), 431, "headers_too_large")
