@@ -51,10 +51,18 @@ CODES = ("A005930", "A000660", "A035420")
 NAMES = BusNames()
 Case = schemathesis.Case[Any]
 
-# What every answer must satisfy. schemathesis' other checks (authorization probes, acceptance
-# of negative data, ...) are off: this test is about the document telling the truth.
+# What every answer must satisfy: no 5xx, the document tells the truth, and a request the
+# document calls invalid is refused (4xx). schemathesis' other checks (authorization probes,
+# acceptance of every valid request, ...) are off: business rules refuse valid-looking input.
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
-          "response_schema_conformance")
+          "response_schema_conformance", "negative_data_rejection")
+# KNOWN BUG, to be removed with its fix: GET /api/v1/transactions?to=0 (or from=0) answers 200,
+# pydantic's lax date parsing reads a number as a Unix time (1970-01-01) where the document says
+# `format: date`. Only that check is off for that operation; the others still run on it.
+KNOWN_BUGS: list[dict[str, Any]] = [
+    {"include-path": "/api/v1/transactions", "include-method": "GET",
+     "checks": {"negative_data_rejection": {"enabled": False}}},
+]
 
 ADMIN_TAG = "admin: subscriptions"
 
@@ -64,7 +72,7 @@ def contract_config(*, coverage_for_all: bool, admin_only_examples: int | None =
     """schemathesis' settings: `coverage_for_all` runs its coverage phase (boundary and
     invalid values of every parameter) on every operation, else only on the admin and system
     ones; `admin_only_examples` caps the admin operations (for a user they all answer 403)."""
-    operations: list[dict[str, Any]] = []
+    operations: list[dict[str, Any]] = list(KNOWN_BUGS)
     if not coverage_for_all:
         operations.append({"include-tag": [ADMIN_TAG, "system"],
                            "phases": {"coverage": {"enabled": True,
