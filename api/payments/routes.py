@@ -62,6 +62,7 @@ async def products(_: CurrentUser, settings: SettingsDep) -> ProductsOut:
 
 
 @router.post("/payments/portone/prepare", status_code=201, responses=problems({
+    404: "`account_not_found`",
     422: "`validation_error`, `unknown_product`",
 }))
 async def prepare(body: PrepareRequest, principal: CurrentUser,
