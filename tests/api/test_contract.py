@@ -139,6 +139,8 @@ def contract_app(portone: FakePortOne) -> Iterator[FastAPI]:
             portone_webhook_secret=SecretStr(webhook_secret()),
             portone_api_base_url=portone.base_url,
             portone_timeout_s=2.0,
+            # The callers' access tokens outlive the run, however slow the machine.
+            jwt_access_ttl_s=3600,
             # The quotes written above stay fresh for the whole run, so orders can execute.
             quote_max_age_s=3600,
         ))
@@ -224,20 +226,26 @@ def _seed(client: Any, portone: FakePortOne, headers: dict[str, str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def caller(request: pytest.FixtureRequest, contract_app: FastAPI,
-           portone: FakePortOne) -> dict[str, str]:
-    """Who calls (`"user"` or `"admin"`, given by each test), signed in, with orders, a
-    watchlist and a payment of their own: the bearer header."""
+def callers(contract_app: FastAPI, portone: FakePortOne) -> dict[str, dict[str, str]]:
+    """A registered user and the admin, each signed in (before schemathesis' failed logins
+    could rate-limit this client's address) and with orders, a watchlist and a payment of
+    their own: their bearer headers, by role."""
     with _http(contract_app) as client:
-        if request.param == "admin":
-            headers = _login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
-        else:
-            registered = client.post("/api/v1/auth/register",
-                                     json={"email": USER_EMAIL, "password": USER_PASSWORD})
-            assert registered.status_code == 201, registered.text
-            headers = _login(client, USER_EMAIL, USER_PASSWORD)
-        _seed(client, portone, headers)
+        registered = client.post("/api/v1/auth/register",
+                                 json={"email": USER_EMAIL, "password": USER_PASSWORD})
+        assert registered.status_code == 201, registered.text
+        headers = {"user": _login(client, USER_EMAIL, USER_PASSWORD),
+                   "admin": _login(client, ADMIN_EMAIL, ADMIN_PASSWORD)}
+        for role_headers in headers.values():
+            _seed(client, portone, role_headers)
     return headers
+
+
+@pytest.fixture(scope="module")
+def caller(request: pytest.FixtureRequest, callers: dict[str, dict[str, str]],
+           ) -> dict[str, str]:
+    """The bearer header of the role each test names (`"user"` or `"admin"`)."""
+    return callers[request.param]
 
 
 def test_the_app_serves_this_document(contract_app: FastAPI) -> None:
