@@ -12,15 +12,13 @@ from pydantic import SecretStr
 from api.app import create_app
 from api.settings import ApiSettings
 from tests.conftest import RedisServer
-from tests.support.api import database, new_user
+from tests.support.api import ADMIN_EMAIL, ADMIN_PASSWORD, database, new_user
 from tests.support.databases import (
     fresh_mysql_database,
     mysql_unreachable_reason,
 )
 from tests.support.invariants import assert_invariants
 
-ADMIN_EMAIL = "admin@stocking.test"
-ADMIN_PASSWORD = "admin-password-0001"
 TEST_JWT_KEY = "test-signing-key-" + "x" * 40
 
 

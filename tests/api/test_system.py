@@ -21,9 +21,8 @@ from api.errors import PROBLEM_JSON
 from api.settings import ApiSettings, Environment
 from relayer.bus import BusNames, RelayerState, format_utc
 from relayer.health import HealthReporter, RelayerStats
-from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.conftest import RedisServer
-from tests.support.api import assert_problem
+from tests.support.api import assert_problem, login_as_admin
 from tests.support.env import free_port
 from tests.support.fake_portone import webhook_secret
 
@@ -48,14 +47,6 @@ def write_health(server: RedisServer, *, last_tick_age_s: float = 1.5,
             await redis.aclose()
 
     asyncio.run(write())
-
-
-def login_as_admin(client: TestClient) -> dict[str, str]:
-    """The bearer header of the admin account the app ensures at start (a real login)."""
-    answer = client.post("/api/v1/auth/login",
-                         json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-    assert answer.status_code == 200, answer.text
-    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
 
 @pytest.fixture

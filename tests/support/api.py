@@ -14,6 +14,10 @@ from api.models import Role
 from api.settings import ApiSettings
 from tests.support.tokens import bearer
 
+# The admin account the test app ensures at start (tests/api/conftest.py api_settings).
+ADMIN_EMAIL = "admin@stocking.test"
+ADMIN_PASSWORD = "admin-password-0001"
+
 
 def database(client: TestClient) -> Database:
     """The app's own database handle, for checks behind the API."""
@@ -38,3 +42,11 @@ def new_user(client: TestClient, settings: ApiSettings, email: str) -> dict[str,
                            json={"email": email, "password": "test-password-0001"})
     assert response.status_code == 201, response.text
     return bearer(settings, Role.USER, response.json()["id"])
+
+
+def login_as_admin(client: TestClient) -> dict[str, str]:
+    """The bearer header of the admin account the app ensures at start (a real login)."""
+    answer = client.post("/api/v1/auth/login",
+                         json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    assert answer.status_code == 200, answer.text
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
