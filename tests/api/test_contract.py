@@ -2,9 +2,11 @@
 
 Every operation of the document is called with generated requests, as a user and as an admin,
 against the real app (schemathesis' ASGI transport runs its lifespan) with a private Redis holding
-quotes, a fresh migrated database (MariaDB when reachable, else SQLite) and the fake PortOne. Each
-answer must be no 5xx, a status the document lists for that operation, with a documented content
-type and a body that matches the documented schema. After the run the money invariants hold.
+quotes, a scripted relayer answering commands, a fresh migrated database (MariaDB when reachable,
+else SQLite) and the fake PortOne. Each answer must be no 5xx, a status the document lists for
+that operation, with a documented content type and a body that matches the documented schema; a
+request the document calls invalid must be refused. After the run the money invariants hold.
+A failure prints the request as a `curl` line.
 
 One app, Redis and database serve the whole module (a fresh one per operation would cost more
 than the calls). Reproducible: a fixed seed, no example database, no deadline; a few examples per
