@@ -4,10 +4,12 @@ equity is api.portfolio's)."""
 from __future__ import annotations
 
 import functools
+import re
 from datetime import date
 from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Query
+from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
 
 from api import idempotency
@@ -27,6 +29,19 @@ from api.openapi import problems
 from api.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 router = APIRouter(tags=["account"])
+
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_day(value: object) -> object:
+    # Only what the document says (`format: date`): pydantic alone would also read a number
+    # such as `0` as a Unix time (1970-01-01).
+    if isinstance(value, str) and not _ISO_DAY.fullmatch(value):
+        raise ValueError("a day is written YYYY-MM-DD")
+    return value
+
+
+CalendarDay = Annotated[date, BeforeValidator(_iso_day)]
 
 
 class Move(Protocol):
@@ -100,10 +115,10 @@ async def transactions(
     principal: CurrentUser,
     db: DatabaseDep,
     type: Annotated[LedgerType | None, Query(description="only rows of this type")] = None,
-    start: Annotated[date | None, Query(alias="from",
-                                        description="first day, inclusive (KST)")] = None,
-    end: Annotated[date | None, Query(alias="to", description="last day, inclusive (KST)")]
-    = None,
+    start: Annotated[CalendarDay | None, Query(alias="from",
+                                               description="first day, inclusive (KST)")] = None,
+    end: Annotated[CalendarDay | None, Query(alias="to",
+                                             description="last day, inclusive (KST)")] = None,
     cursor: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> TransactionsPage:
