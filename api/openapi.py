@@ -88,15 +88,13 @@ _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying ag
                                 "schema": {"type": "integer"}}}
 
 
-def problems(described: dict[int, str], *, authenticated: bool = False) -> Responses:
+def problems(described: dict[int, str]) -> Responses:
     """`responses=` for a route's own error answers, by status: their problem codes, rendered
     as application/problem+json. A route lists here what is particular to it; the shared
     answers (401 for a bearer token, 403, 422, 400/413/431, 503) are added by `document_errors`
-    from the route's dependencies, so `authenticated=True` is never needed for a route that
-    depends on `CurrentUser`."""
-    codes = {401: AUTH_PROBLEMS, **described} if authenticated else described
+    from the route's dependencies."""
     return {status_code: {"description": text, "content": {PROBLEM_JSON: {}}}
-            for status_code, text in codes.items()}
+            for status_code, text in described.items()}
 
 
 def document_errors(app: FastAPI) -> None:

@@ -147,7 +147,7 @@ async def _ignore(resources: Resources, event: WebhookEvent, why: str) -> Webhoo
 @router.post("/payments/portone/webhook", responses=problems({
     400: "`invalid_webhook`: signature, timestamp or headers wrong (`reason` says which)",
     503: _UNAVAILABLE + " (PortOne retries the delivery)",
-}, authenticated=False), openapi_extra={"requestBody": {
+}), openapi_extra={"requestBody": {
     # Read raw (the signature covers the bytes), so FastAPI does not document it by itself.
     "required": True,
     "description": "PortOne's signed event (`webhook-id`, `webhook-timestamp` and "

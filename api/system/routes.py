@@ -40,12 +40,12 @@ _READY_PROBLEMS: dict[int | str, dict[str, Any]] = problems({
          "all is fine",
     503: "`not_ready`: Redis or the database is unreachable (for an admin, problem+json with "
          "the same `redis`, `database`, `relayer` and `fills` members as the 200 answer)",
-}, authenticated=False)
+})
 _METRICS_PROBLEMS: dict[int | str, dict[str, Any]] = problems({
     401: "METRICS_TOKEN is set and the request does not carry it (`not_authenticated`, "
          "`invalid_token`)",
     404: "`metrics_off`: production without METRICS_TOKEN or METRICS_PUBLIC",
-}, authenticated=False)
+})
 # Appended to the operation's `security` list: the token is optional (OpenAPI's `{}`).
 _TOKEN_OPTIONAL: dict[str, Any] = {"security": [{}]}
 # Not the users' bearer scheme: the token is the operator's METRICS_TOKEN, not a JWT.
