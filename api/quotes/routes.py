@@ -65,7 +65,8 @@ async def get_active_quotes(resources: ResourcesDep, _user: CurrentUser) -> Resp
 
 @router.get("/daemon/health", summary="The relayer's health")
 async def get_relayer_health(resources: ResourcesDep, user: CurrentUser) -> DaemonHealthOut:
-    """Always 200 (clients poll it): `alive` is false when the relayer is down or silent.
-    `upstream`, `instance`, `pid` and `host` are for admins (null for other users)."""
+    """200 whatever the relayer's state (clients poll it): `alive` is false when the relayer
+    is down or silent; only Redis itself being unreachable is a 503. `upstream`, `instance`,
+    `pid` and `host` are for admins (null for other users)."""
     health = await service.relayer_health(resources)
     return health if user.is_admin else health.for_users()
