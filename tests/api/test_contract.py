@@ -58,13 +58,6 @@ Case = schemathesis.Case[Any]
 # acceptance of every valid request, ...) are off: business rules refuse valid-looking input.
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "negative_data_rejection")
-# KNOWN BUG, to be removed with its fix: GET /api/v1/transactions?to=0 (or from=0) answers 200,
-# pydantic's lax date parsing reads a number as a Unix time (1970-01-01) where the document says
-# `format: date`. Only that check is off for that operation; the others still run on it.
-KNOWN_BUGS: list[dict[str, Any]] = [
-    {"include-path": "/api/v1/transactions", "include-method": "GET",
-     "checks": {"negative_data_rejection": {"enabled": False}}},
-]
 
 ADMIN_TAG = "admin: subscriptions"
 
@@ -74,7 +67,7 @@ def contract_config(*, coverage_for_all: bool, admin_only_examples: int | None =
     """schemathesis' settings: `coverage_for_all` runs its coverage phase (boundary and
     invalid values of every parameter) on every operation, else only on the admin and system
     ones; `admin_only_examples` caps the admin operations (for a user they all answer 403)."""
-    operations: list[dict[str, Any]] = list(KNOWN_BUGS)
+    operations: list[dict[str, Any]] = []
     if not coverage_for_all:
         operations.append({"include-tag": [ADMIN_TAG, "system"],
                            "phases": {"coverage": {"enabled": True,
