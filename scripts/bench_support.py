@@ -9,8 +9,10 @@ Importing this module puts the repository root on sys.path, so a benchmark run a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -40,6 +43,40 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class RedisProcess:
+    """A private `redis-server` (no persistence) on `port`, for measuring Redis faults: killed
+    abruptly and started again empty."""
+
+    def __init__(self, folder: str, port: int) -> None:
+        self.folder, self.port = folder, port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            sys.exit("redis-server is not installed (apt-get install redis-server)")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.folder, "--logfile", f"{self.folder}/log"])
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    async def answering(self) -> None:
+        """Returns as soon as the server answers PING."""
+        while True:
+            client = AsyncRedis(port=self.port, socket_connect_timeout=0.2)
+            try:
+                await client.ping()
+                return
+            except (OSError, redis.RedisError):  # not up yet
+                await asyncio.sleep(0.005)
+            finally:
+                await client.aclose()
 
 
 @contextmanager

@@ -28,8 +28,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +42,8 @@ from redis.exceptions import RedisError
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_support import RedisProcess, free_port  # noqa: E402
 
 from api.app import create_app  # noqa: E402
 from api.migrate import upgrade  # noqa: E402
@@ -60,31 +60,6 @@ ADMIN_CODES = ["A010130", "A009150", "A018260", "A032830", "A011200"]
 CODES = SEEDED + ADMIN_CODES
 REFUSED = "A005490"  # in the middle of the first batch of 20 (sorted topics)
 ADMIN = ("admin@measure.local", "measure-admin-password")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisProcess:
-    def __init__(self, folder: str, port: int) -> None:
-        self.folder, self.port = folder, port
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            sys.exit("redis-server is not installed (apt-get install redis-server)")
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.folder], stdout=subprocess.DEVNULL)
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 60) -> float:

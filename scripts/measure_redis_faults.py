@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,52 +35,17 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_support import RedisProcess, free_port  # noqa: E402
 
 from api.resources import redis_pool  # noqa: E402
 from relayer.bus import BusNames, Quote, decode_health, format_utc  # noqa: E402
 
 NAMES = BusNames()
 CODES = "A005930,A000660,A035420,A068270,A051910"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisProcess:
-    def __init__(self, folder: str, port: int) -> None:
-        self.folder, self.port = folder, port
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            sys.exit("redis-server is not installed (apt-get install redis-server)")
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.folder, "--logfile", f"{self.folder}/log"])
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    async def answering(self) -> None:
-        while True:
-            client = Redis(port=self.port, socket_connect_timeout=0.2)
-            try:
-                await client.ping()
-                return
-            except (OSError, RedisError):  # not up yet
-                await asyncio.sleep(0.005)
-            finally:
-                await client.aclose()
 
 
 async def wait_for(check: Callable[[], Awaitable[bool]], limit_s: float, what: str) -> float:
