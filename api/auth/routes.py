@@ -72,5 +72,5 @@ async def logout(body: RefreshRequest, resources: ResourcesDep) -> None:
 )
 async def me(principal: CurrentUser, db: DatabaseDep) -> UserOut:
     """The signed-in user's account."""
-    user = await db.run(service.get_user, principal.user_id)
+    user = await db.read(service.get_user, principal.user_id)
     return UserOut.model_validate(user)

@@ -161,7 +161,7 @@ async def login(resources: Resources, email: str, password: str, address: str) -
     # nothing, not even whether a guess was right.
     attempt = await begin_login_attempt(resources.redis, resources.names, resources.settings,
                                         email, address)
-    stored = await resources.db.run(stored_credentials, email)
+    stored = await resources.db.read(stored_credentials, email)
     checked, new_password_hash = await run_in_threadpool(check_password, stored, password)
     principal, family = await resources.db.run(_start_session, checked.user_id,
                                                new_password_hash, resources.clock(),

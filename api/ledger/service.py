@@ -76,7 +76,7 @@ async def open_missing_accounts(resources: Resources) -> None:
     """At start: give every user without a cash account one, with the initial cash. Workers
     starting together race on the same users; the primary key decides, and the loser skips."""
     opened = 0
-    while users := await resources.db.run(users_without_account):
+    while users := await resources.db.read(users_without_account):
         for user_id in users:
             try:
                 if await resources.db.run(ensure_account, user_id,

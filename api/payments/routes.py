@@ -117,7 +117,7 @@ async def complete(body: CompleteRequest, principal: CurrentUser,
     """After `requestPayment` returns in the browser: check the payment with PortOne and, if
     it is paid and matches what was prepared, credit it (once, however often this is called,
     and whether or not the webhook came first)."""
-    payment = await resources.db.run(service.owned_payment, body.payment_id,
+    payment = await resources.db.read(service.owned_payment, body.payment_id,
                                      principal.user_id)
     try:
         remote = await ask_portone(resources, payment.payment_id)
@@ -170,13 +170,13 @@ async def webhook(request: Request, resources: ResourcesDep) -> WebhookAck:
                                  code="portone_unavailable") from exc
     db = resources.db
     store_id = resources.settings.portone_store_id
-    if await db.run(service.webhook_seen, event.webhook_id):
+    if await db.read(service.webhook_seen, event.webhook_id):
         return WebhookAck(status="duplicate")
     if event.payment_id is None or not event.type.startswith("Transaction."):
         return await _ignore(resources, event, "not about a payment")
     if event.store_id not in (None, store_id):
         return await _ignore(resources, event, f"for another store ({event.store_id})")
-    if await db.run(service.payment_owner, event.payment_id) is None:
+    if await db.read(service.payment_owner, event.payment_id) is None:
         return await _ignore(resources, event, f"no payment {event.payment_id!r} here")
     try:
         remote = await ask_portone(resources, event.payment_id)
@@ -200,7 +200,7 @@ async def list_payments(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> PaymentsPage:
     """The signed-in user's payments and their states, newest first."""
-    page = await resources.db.run(service.list_payments, principal.user_id, cursor=cursor,
+    page = await resources.db.read(service.list_payments, principal.user_id, cursor=cursor,
                                   limit=limit)
     return PaymentsPage(items=[PaymentOut.model_validate(p) for p in page.items],
                         next_cursor=page.next_cursor)
@@ -211,6 +211,6 @@ async def get_payment(payment_id: Annotated[str, Path(max_length=PAYMENT_ID_MAX_
                       principal: CurrentUser,
                       resources: ResourcesDep) -> PaymentEnvelope:
     """One of the signed-in user's payments."""
-    payment: Payment = await resources.db.run(service.owned_payment, payment_id,
+    payment: Payment = await resources.db.read(service.owned_payment, payment_id,
                                               principal.user_id)
     return PaymentEnvelope(data=PaymentOut.model_validate(payment))

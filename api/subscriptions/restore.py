@@ -44,7 +44,7 @@ async def restore_from_sql(resources: Resources) -> int:
     transaction; how many topics were missing. A stored topic that no longer fits
     RELAYER_TOPIC_TEMPLATE (the operator changed it) is left out, loudly."""
     topics = []
-    for topic in await resources.db.run(_stored_topics):
+    for topic in await resources.db.read(_stored_topics):
         if resources.topics.code(topic) is None:
             logger.warning("stored subscription %s does not fit the topic template %s: not "
                            "restored (subscribe its code again, and delete the old row)", topic,

@@ -130,7 +130,7 @@ async def resync(resources: Resources, admin: Principal) -> Reply:
 
 async def list_subscriptions(resources: Resources) -> SubscriptionList:
     names = resources.names
-    rows = {row.topic: row for row in await resources.db.run(_stored)}
+    rows = {row.topic: row for row in await resources.db.read(_stored)}
     async with resources.redis.pipeline(transaction=False) as pipe:
         pipe.smembers(names.desired_subscriptions)
         pipe.hgetall(names.active_subscriptions)
