@@ -84,10 +84,17 @@ class ServiceUnavailable(ApiError):
     status, code, title = 503, "service_unavailable", "Service unavailable"
 
 
+def problem_document(status: int, code: str, title: str, detail: str, instance: str,
+                     **extra: Any) -> dict[str, Any]:
+    """The RFC 9457 body of every error answer, whoever sends it (the handlers below, the
+    body-limit middleware, the server's head limit)."""
+    return {"type": "about:blank", "title": title, "status": status, "detail": detail,
+            "code": code, "instance": instance, **extra}
+
+
 def problem(status: int, code: str, title: str, detail: str, request: Request,
             headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
-            "code": code, "instance": request.url.path, **extra}
+    body = problem_document(status, code, title, detail, request.url.path, **extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

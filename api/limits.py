@@ -25,17 +25,16 @@ import json
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import PROBLEM_JSON
+from api.errors import PROBLEM_JSON, problem_document
 
 BODY_TOO_LARGE = "request_too_large"
 
 
 def problem_bytes(status: int, code: str, title: str, detail: str, instance: str,
                   **extra: object) -> bytes:
-    """An RFC 9457 problem document, as api.errors renders one, for answers given outside the
-    app's exception handlers."""
-    return json.dumps({"type": "about:blank", "title": title, "status": status,
-                       "detail": detail, "code": code, "instance": instance, **extra},
+    """The problem document (api.errors) as bytes, for answers given outside the app's
+    exception handlers."""
+    return json.dumps(problem_document(status, code, title, detail, instance, **extra),
                       ensure_ascii=False).encode()
 
 
