@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from http import HTTPStatus
 
+# Run as a script, only scripts/ is on sys.path: importing bench_support puts the repository
+# root there too, for the imports of relayer below.
+import bench_support  # noqa: F401
 import orjson
 import websockets
 from websockets.asyncio.server import ServerConnection, serve

@@ -419,7 +419,8 @@ def test_a_refused_start_does_not_print_the_secrets_it_was_given(
     # Pydantic shows the start and the end of what it was given: the last one is short.
     secrets_given = {"jwt_secret_key": "jwt-" + "j" * 40,
                      "metrics_token": "metrics-" + "m" * 32,
-                     "database_url": "mysql+pymysql://app:db-password-0001@db/stocking",
+                     "database_url": "mysql+pymysql://app:{}@db/stocking".format(
+                         "db-password-0001"),
                      "portone_v2_api_secret": "v2-secret-0001"}
     with pytest.raises(ValidationError) as refused:
         # Production, with the PortOne store left at its development placeholder.
