@@ -3,7 +3,7 @@ processes torn down as a group, free ports, readiness polling, percentiles, and 
 (Debian package `wrk`) and reading its report, and the CPU each part of a run used.
 
 Importing this module puts the repository root on sys.path, so a benchmark run as a script
-(`.venv/bin/python scripts/bench_x.py`, which puts scripts/ on sys.path) can import `api` and
+(`.venv/bin/python scripts/bench_api.py`, which puts scripts/ on sys.path) can import `api` and
 `relayer` after it.
 """
 

@@ -12,7 +12,7 @@ every field the SDK 0.21.0 requires for each status, so the SDK returns the matc
     VIRTUAL_ACCOUNT_ISSUED  VirtualAccountIssuedPayment
     PARTIAL_CANCELLED       PartialCancelledPayment   CANCELLED          CancelledPayment
 
-What the SDK raises for each failure mode (checked by tests/payments/test_fake_portone.py):
+What the SDK raises for each failure mode (checked by tests/test_fake_portone.py):
 
     wrong or missing secret        portone_server_sdk.errors.UnauthorizedError
     unknown id / other store       portone_server_sdk.errors.PaymentNotFoundError
