@@ -2,17 +2,13 @@
 
 The relayer is configured by environment only (URL, login, passcode, virtual host, topic
 template); an independent STOMP client (stomp.py, over plain STOMP) publishes Toss-format ticks.
-Needs RabbitMQ on this machine; the Web-STOMP plugin is enabled here when it is not yet.
+The broker is a private RabbitMQ node started for this module (tests/support/rabbitmq_node.py):
+its own node name, ports, data folder and Web-STOMP plugin; the machine's RabbitMQ is untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,51 +20,23 @@ from redis.asyncio import Redis
 
 from tests.conftest import RedisServer
 from tests.support.bus_client import eventually, health, latest_quote, wait_connected
-from tests.support.env import scaled
+from tests.support.rabbitmq_node import RabbitMqNode, private_rabbitmq, rabbitmq_unavailable_reason
 from tests.support.relayer_process import RelayerProcess
 
-WEB_STOMP_PORT = 15674
-STOMP_PORT = 61613
 TEMPLATE = "/topic/stocking.trade.{code}"
 
 pytestmark = pytest.mark.slow
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _run(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, timeout=120)
-
-
 @pytest.fixture(scope="module")
-def broker_user() -> Iterator[tuple[str, str]]:
-    """A RabbitMQ user of our own with a distinctive passcode (so we can grep logs for it)."""
-    if not shutil.which("rabbitmqctl"):
-        pytest.skip("SKIPPED: RabbitMQ is not installed; the Web-STOMP relay test needs a "
-                    "standard STOMP broker (apt-get install rabbitmq-server)")
-    if not _listening(WEB_STOMP_PORT) or not _listening(STOMP_PORT):
-        try:
-            _run("rabbitmq-plugins", "enable", "rabbitmq_web_stomp")
-        except (subprocess.CalledProcessError, OSError, subprocess.TimeoutExpired) as exc:
-            pytest.skip(f"SKIPPED: cannot enable RabbitMQ's Web-STOMP plugin: {exc}")
-        deadline = time.monotonic() + scaled(30)
-        while not (_listening(WEB_STOMP_PORT) and _listening(STOMP_PORT)):
-            if time.monotonic() > deadline:
-                pytest.skip("SKIPPED: RabbitMQ Web-STOMP did not start listening")
-            time.sleep(0.2)
-    user, passcode = "stocking_test", f"pw-{secrets.token_hex(12)}"
-    try:
-        subprocess.run(["rabbitmqctl", "delete_user", user], capture_output=True, timeout=60)
-        _run("rabbitmqctl", "add_user", user, passcode)
-        _run("rabbitmqctl", "set_permissions", "-p", "/", user, ".*", ".*", ".*")
-    except (subprocess.CalledProcessError, OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"SKIPPED: cannot create a RabbitMQ user: {exc}")
-    yield user, passcode
-    subprocess.run(["rabbitmqctl", "delete_user", user], capture_output=True, timeout=60)
+def broker() -> Iterator[RabbitMqNode]:
+    """A private RabbitMQ node with Web-STOMP, its own virtual host and a user of its own
+    with a distinctive passcode (so we can grep logs for it)."""
+    reason = rabbitmq_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"SKIPPED: {reason}; the Web-STOMP relay test needs a standard STOMP broker")
+    with private_rabbitmq() as node:
+        yield node
 
 
 @pytest.fixture
@@ -87,22 +55,22 @@ def toss_tick(code: str, price: int, **extra: object) -> bytes:
 
 
 async def test_relays_from_a_broker_web_stomp_endpoint(
-    broker_user: tuple[str, str], redis_server: RedisServer, redis: Redis, tmp_path: Path
+    broker: RabbitMqNode, redis_server: RedisServer, redis: Redis, tmp_path: Path
 ) -> None:
-    user, passcode = broker_user
+    user, passcode = broker.user, broker.passcode
     relayer = RelayerProcess(tmp_path / "relayer.log", {
         "REDIS_URL": redis_server.url,
         "RELAYER_UPSTREAM": "stomp",
-        "RELAYER_UPSTREAM_URL": f"ws://127.0.0.1:{WEB_STOMP_PORT}/ws",
+        "RELAYER_UPSTREAM_URL": broker.web_stomp_url,
         "RELAYER_STOMP_LOGIN": user,
         "RELAYER_STOMP_PASSCODE": passcode,
-        "RELAYER_STOMP_HOST": "/",
+        "RELAYER_STOMP_HOST": broker.vhost,
         "RELAYER_TOPIC_TEMPLATE": TEMPLATE,
         "RELAYER_SUBSCRIBE": "A005930",
     }).start()
     try:
         await wait_connected(redis, subscriptions=1, timeout=20)
-        publisher = stomp.Connection([("127.0.0.1", STOMP_PORT)])
+        publisher = stomp.Connection([("127.0.0.1", broker.stomp_port)], vhost=broker.vhost)
         publisher.connect(user, passcode, wait=True)
         destination = TEMPLATE.format(code="A005930")
         try:
@@ -127,7 +95,7 @@ async def test_relays_from_a_broker_web_stomp_endpoint(
 
         await eventually(malformed_counted, what="the malformed body counted")
         state = await health(redis)
-        assert state["upstream"] == f"stomp ws://127.0.0.1:{WEB_STOMP_PORT}/ws"
+        assert state["upstream"] == f"stomp {broker.web_stomp_url}"
         await asyncio.sleep(0)
         assert passcode not in relayer.log()
         assert passcode not in str(await redis.hgetall("stocking:relayer:health"))
