@@ -55,8 +55,9 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 control_socket_disable = True
 
 # Logging: one format for the master, the workers and the app (api.* loggers propagate to the
-# root). Access logs are off by default (DESIGN.md section 8 measures requests/s); turn them on
-# with GUNICORN_CMD_ARGS="--access-logfile -" (the `gunicorn.access` logger is left to Gunicorn).
+# root). Access logs are off by default (the targets in docs/ARCHITECTURE.md are requests/s);
+# turn them on with GUNICORN_CMD_ARGS="--access-logfile -" (the `gunicorn.access` logger is left
+# to Gunicorn).
 log_level = os.environ.get("LOG_LEVEL", "INFO").upper()
 loglevel = log_level.lower()
 logconfig_dict: dict[str, Any] = {

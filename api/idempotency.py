@@ -1,4 +1,4 @@
-"""Idempotent POSTs: the `Idempotency-Key` header (DESIGN.md section 4). The same key with the
+"""Idempotent POSTs: the `Idempotency-Key` header (docs/api/ORDERS.md). The same key with the
 same request answers what the first one answered, without doing it again; the same key with a
 different request is refused (422 `idempotency_key_reused`). Keys are per user.
 

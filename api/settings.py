@@ -120,7 +120,7 @@ class ApiSettings(BaseSettings):
     watchlists_max_per_user: int = Field(20, gt=0)
     watchlist_max_items: int = Field(100, gt=0)
 
-    # Trading (DESIGN.md section 4, docs/TRADING.md). Rates are exact decimals: 0.00015 is
+    # Trading (docs/TRADING.md). Rates are exact decimals: 0.00015 is
     # 0.015%. Costs are rounded down to the whole won.
     commission_rate: Decimal = Field(Decimal("0.00015"), ge=0, lt=1)
     sell_tax_rate: Decimal = Field(Decimal("0.0020"), ge=0, lt=1)

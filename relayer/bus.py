@@ -1,9 +1,9 @@
 """The Redis bus contract between the relayer and everything that reads what it writes.
 
 Every Redis key and channel name of StocKing, and the codecs of the payloads that travel on
-them, live here and only here (DESIGN.md section 2). The relayer, the API and the fills worker
-are deployed separately, so these names are an interface: `tests/relayer/test_bus.py` pins the
-literal strings, and a change here is a protocol change.
+them, live here and only here (docs/ARCHITECTURE.md, "The Redis bus"). The relayer, the API
+and the fills worker are deployed separately, so these names are an interface:
+`tests/relayer/test_bus.py` pins the literal strings, and a change here is a protocol change.
 
 Nothing in this module does I/O. It must never import anything else from `relayer/`: the API
 imports this module alone.
@@ -182,8 +182,8 @@ class Quote:
 
     Prices and amounts are integer KRW; rates are decimal strings; times are ISO 8601 UTC strings
     ending in `Z` (`ts`: when the trade printed upstream; `received_at`: when the relayer read it).
-    `seq` increases with every tick a relayer reads, across restarts (section "seq" in
-    docs/RELAYER.md); the durable identity of a tick is its stream entry id.
+    `seq` increases with every tick a relayer reads, across restarts (docs/RELAYER.md,
+    "Ticks into Redis"); the durable identity of a tick is its stream entry id.
     """
 
     code: str

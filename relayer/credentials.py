@@ -1,8 +1,8 @@
 """Where the STOMP CONNECT headers come from: static settings, or a key fetched before connecting.
 
-Pluggable because the Toss guest key is an unofficial, browser-internal step (UPSTREAM.md
-section 1) that may change or be replaced by a static header. Values returned here are secrets:
-they are held in memory for one CONNECT and never logged (only header *names* are).
+Pluggable because the Toss guest key is an unofficial, browser-internal step (docs/UPSTREAM.md,
+"Toss Securities") that may change or be replaced by a static header. Values returned here are
+secrets: they are held in memory for one CONNECT and never logged (only header *names* are).
 """
 
 from __future__ import annotations

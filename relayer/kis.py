@@ -1,10 +1,11 @@
 """The Korea Investment (KIS) realtime format: messages in, subscribe messages out.
 
-The pure half of the KIS adapter (UPSTREAM.md section 2): it parses what the KIS WebSocket sends
-(H0STCNT0 trade lines, JSON acks, PINGPONG) into values, builds the subscribe/unsubscribe
-messages, and fetches the approval key the session starts with. It never opens or reads a
-socket; the module that owns the connection feeds it text and sends what it returns. The one
-network call, `fetch_approval_key`, goes through an injected `httpx.AsyncClient`.
+The pure half of the KIS adapter (docs/UPSTREAM.md, "Korea Investment"): it parses what the KIS
+WebSocket sends (H0STCNT0 trade lines, JSON acks, PINGPONG) into values, builds the
+subscribe/unsubscribe messages, and fetches the approval key the session starts with. It never
+opens or reads a socket; the module that owns the connection feeds it text and sends what it
+returns. The one network call, `fetch_approval_key`, goes through an injected
+`httpx.AsyncClient`.
 
 Errors:
 

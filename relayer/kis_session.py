@@ -6,7 +6,7 @@ with a JSON ack naming its `tr_key`, PINGPONG messages must be echoed, and trade
 caret-separated lines. A refused registration does not close the connection (unlike STOMP).
 
 The approval key is fetched once and reused for 23 hours: KIS blocks keys that reconnect or
-re-authenticate in loops (UPSTREAM.md section 2).
+re-authenticate in loops (docs/UPSTREAM.md, "Korea Investment").
 """
 
 from __future__ import annotations

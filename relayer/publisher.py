@@ -4,7 +4,7 @@ The only module that writes ticks to Redis. Quotes are buffered as they are read
 one task, one server-side script call per batch (`WRITE_TICKS`): the script is where the
 compare-and-set on the tick time belongs, and one EVALSHA per batch of hundreds of ticks costs
 the relayer a few microseconds per tick instead of the ~28 us of a SET + PUBLISH + XADD
-pipeline (DESIGN.md section 8; `scripts/bench_relayer.py` measures ours).
+pipeline (docs/BENCHMARKS.md; `scripts/bench_relayer.py` measures ours).
 
 Batching needs no timer: while one batch is in flight the next one fills, so batches are small
 (low latency) when ticks are few and large (high throughput) when they are many.

@@ -54,11 +54,11 @@ class RelayerSettings(BaseSettings):
     relayer_ws_origin: str | None = None
     relayer_ws_compression: bool = False
 
-    # Toss credential step (UPSTREAM.md section 1).
+    # Toss credential step (docs/UPSTREAM.md, "Toss Securities").
     relayer_toss_auth: TossAuth = TossAuth.GUEST
     relayer_toss_token_url: str = "https://wts-api.tossinvest.com/api/v1/refresh-utk"
 
-    # Korea Investment (UPSTREAM.md section 2).
+    # Korea Investment (docs/UPSTREAM.md, "Korea Investment").
     kis_app_key: SecretStr | None = None
     kis_app_secret: SecretStr | None = None
     kis_approval_key: SecretStr | None = None  # static key; else fetched with app key/secret

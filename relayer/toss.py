@@ -1,8 +1,8 @@
 """The Toss Securities trade-tick format (also spoken by the simulator and the `stomp` adapter).
 
-One JSON object per STOMP MESSAGE body; see UPSTREAM.md section 1. Parsing is defensive: unknown
-keys are ignored, optional keys may be missing, numbers must be exact, and anything that is not a
-trade print raises `MalformedTick` for the caller to count and skip.
+One JSON object per STOMP MESSAGE body; see docs/UPSTREAM.md, "Toss Securities". Parsing is
+defensive: unknown keys are ignored, optional keys may be missing, numbers must be exact, and
+anything that is not a trade print raises `MalformedTick` for the caller to count and skip.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def utc_second() -> str:
 
 
 def tick_body(code: str, price: int, base: int, serial: int, dt: str) -> bytes:
-    """One Toss trade tick (UPSTREAM.md section 1)."""
+    """One Toss trade tick (docs/UPSTREAM.md, "Toss Securities")."""
     change = price - base
     return orjson.dumps({
         "code": code, "dt": dt, "session": "REGULAR", "exchange": "KRX", "currency": "KRW",

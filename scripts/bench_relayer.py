@@ -1,4 +1,4 @@
-"""Benchmark of the relayer daemon: ingest throughput and tick-to-Redis latency (DESIGN.md s8).
+"""Benchmark of the relayer daemon: ingest throughput and tick-to-Redis latency.
 
 What runs (all on this machine, each in its own process group):
 - a private `redis-server` on a free port, no persistence (`--save "" --appendonly no`), in a

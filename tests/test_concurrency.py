@@ -1,4 +1,4 @@
-"""What must hold when one user's requests race (DESIGN.md section 4), through the platform as
+"""What must hold when one user's requests race (docs/TRADING.md), through the platform as
 operators run it: real Gunicorn with two Uvicorn workers, so the races cross processes and the
 database, not a lock inside one Python process, is what serialises them.
 

@@ -1,4 +1,4 @@
-"""The rules of the virtual market (DESIGN.md section 4), as pure functions of integers. The
+"""The rules of the virtual market (docs/TRADING.md), as pure functions of integers. The
 KRX price grid and limits themselves are relayer.krx, shared with the simulator.
 
 Prices and amounts are whole KRW. Rates are `Decimal`, so that 0.015% is exactly 0.00015 and no

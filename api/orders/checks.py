@@ -1,4 +1,4 @@
-"""Checks an order must pass before it touches the account (DESIGN.md section 4), as pure
+"""Checks an order must pass before it touches the account (docs/TRADING.md), as pure
 functions of the request and the market snapshot. Each failure is a 422 with a stable code and
 a message that says what would be accepted."""
 

@@ -6,9 +6,10 @@ route's cost after the framework's own (docs/api/QUOTES_AND_SUBSCRIPTIONS.md, "P
 A quote served from here is at most that much older than the one in Redis; `age_s` and `stale`
 are still computed at answer time from the quote's own `received_at`, so they never lie.
 
-Nothing another worker needs lives here (DESIGN.md section 1): losing it costs one GET. It
-never caches an absence (a new subscription's first quote shows at once), and it is bounded:
-when full it starts over, which is cheaper than tracking recency on every hit.
+Nothing another worker needs lives here (docs/ARCHITECTURE.md, "What each process must never
+do"): losing it costs one GET. It never caches an absence (a new subscription's first quote
+shows at once), and it is bounded: when full it starts over, which is cheaper than tracking
+recency on every hit.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Quotes are read from `NS:quote:{code}` (one GET, or one MGET for several) and passed through as
 the relayer's JSON with `age_s` and `stale` added: decoding with orjson and encoding again is a
 few microseconds, where validating through pydantic would cost more than the Redis round trip
-(DESIGN.md section 8: the single-quote read must run at half a bare route's rate). For the same
-reason a single-quote read is memoised per worker for QUOTE_CACHE_TTL_S (api.quotes.cache).
+(docs/ARCHITECTURE.md, "Targets": the single-quote read must run at half a bare route's
+rate). For the same reason a single-quote read is memoised per worker for QUOTE_CACHE_TTL_S
+(api.quotes.cache).
 
 Read-only: this module never writes a key. It never scans the keyspace either: "all quotes" are
 the quotes of the topics in `NS:subs:active`.

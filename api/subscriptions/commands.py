@@ -1,7 +1,8 @@
 """One command round trip to the relayer: is it there, nudge it, wait for its answer.
 
-Called after the desired set already says what should be (DESIGN.md section 2: the command is
-a nudge, the set is the truth), so every outcome leaves the change to be applied:
+Called after the desired set already says what should be (docs/ARCHITECTURE.md, "An admin
+command": the command is a nudge, the set is the truth), so every outcome leaves the change to
+be applied:
 
     no fresh health hash, or nobody receives the PUBLISH  -> 503 at once
     result within COMMAND_TIMEOUT_S (BLPOP, no polling)    -> 200 with the relayer's answer

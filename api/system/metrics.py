@@ -45,8 +45,9 @@ __all__ = ["CONTENT_TYPE_LATEST", "PAYMENT_SYNCS", "MetricsMiddleware", "Relayer
 # Route label of a request that matched no route (a 404): one series for all of them.
 UNMATCHED = "unmatched"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# Seconds. The quote read targets p99 < 10 ms and orders p99 < 50 ms (DESIGN.md section 8), so
-# the buckets are fine below 0.1 s. Part of the series' identity, hence not a setting.
+# Seconds. The quote read targets p99 < 10 ms and orders p99 < 50 ms (docs/ARCHITECTURE.md,
+# "Targets"), so the buckets are fine below 0.1 s. Part of the series' identity, hence not a
+# setting.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 REQUESTS = Counter(

@@ -1,7 +1,7 @@
 """A local exchange that speaks the Toss realtime feed's wire format, for development and tests.
 
 This module is the listening side: STOMP 1.2 over WebSocket on `/ws` with subprotocol `v12.stomp`
-(UPSTREAM.md sections 1 and 3), the fault switches (refuse, accept-then-close, drop, stall,
+(docs/UPSTREAM.md, "The simulator"), the fault switches (refuse, accept-then-close, drop, stall,
 reject topics, HTTP refusal) that let the relayer's tests play every failure the real upstream
 can produce, and the counters and `wait_for` those tests observe it through. What happens on one
 connection after the handshake (CONNECT, SUBSCRIBE, ticks, heart-beats) is `relayer.sim.session`.

@@ -3,9 +3,9 @@
 CONNECT -> CONNECTED with negotiated heart-beats, SUBSCRIBE/UNSUBSCRIBE with receipts, MESSAGE
 frames carrying Toss tick JSON from `Market` (headers `subscription`, `message-id`,
 `content-type`, `content-length`, and no `destination`, as seen live), bare "\\n" heart-beats,
-and ERROR-then-close for anything a real broker refuses (UPSTREAM.md section 3). The STOMP bytes
-come from `relayer.stomp`, the same codec the relayer uses, so the simulator never grows a second
-idea of the format.
+and ERROR-then-close for anything a real broker refuses (docs/UPSTREAM.md, "Generic STOMP 1.2
+brokers"). The STOMP bytes come from `relayer.stomp`, the same codec the relayer uses, so the
+simulator never grows a second idea of the format.
 
 A session only ever touches its own connection. Everything shared (fault switches, the market,
 counters, the record of received frames) lives on the listening server and is reached through the

@@ -59,7 +59,7 @@ def store(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 @pytest.fixture(autouse=True)
 def _money_invariants(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After every API test that used the app, the money invariants hold (DESIGN.md section 4).
+    """After every API test that used the app, the money invariants hold (docs/TRADING.md).
     The client is asked for at setup, so that it is torn down after this check."""
     client = request.getfixturevalue("client") if "client" in request.fixturenames else None
     yield

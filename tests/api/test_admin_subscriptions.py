@@ -1,4 +1,4 @@
-"""Admin subscriptions through HTTP: the command flow of DESIGN.md section 2 against a real Redis,
+"""Admin subscriptions through HTTP: the command flow (docs/ARCHITECTURE.md) against a real Redis,
 first with no relayer or a fake one that never answers, then end to end with the real relayer
 process and the simulator."""
 

@@ -243,7 +243,7 @@ def test_ioc_fills_up_to_the_printed_volume_and_cancels_the_rest(
 
     assert (body["status"], body["reason"], body["filled_quantity"]) == (
         "CANCELLED", "ioc_remainder", 3)
-    assert body["fills"][0]["price"] == 70_100  # the limit price (DESIGN.md section 4)
+    assert body["fills"][0]["price"] == 70_100  # the limit price (docs/TRADING.md)
     assert account(client, alice)["held_cash"] == 0
 
 

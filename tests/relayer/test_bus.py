@@ -1,4 +1,4 @@
-"""The Redis bus contract (DESIGN.md section 2): literal names and payload codecs.
+"""The Redis bus contract (docs/ARCHITECTURE.md): literal names and payload codecs.
 
 These strings are an interface between separately deployed processes; a failure here means a
 protocol change, not a test to update casually.
@@ -88,7 +88,7 @@ def test_contract_constants() -> None:
 # --------------------------------------------------------------------------------------------
 # Quote
 
-# The example of DESIGN.md section 2, byte for byte in compact form and in field order.
+# The example in docs/ARCHITECTURE.md ("The Redis bus"), byte for byte, in field order.
 CONTRACT_QUOTE_JSON = (
     b'{"code":"A005930","price":71200,"base":70500,"change":700,"change_rate":"0.99",'
     b'"change_type":"UP","volume":10,"cum_volume":1234567,"cum_amount":87900000000,'

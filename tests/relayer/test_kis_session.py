@@ -1,7 +1,8 @@
 """The `kis` adapter end to end: the real relayer against a local server speaking KIS's format.
 
-Korea Investment is unreachable from here; this server answers the way UPSTREAM.md section 2
-describes (JSON acks per registration, PINGPONG to be echoed, caret-separated data lines).
+Korea Investment is unreachable from here; this server answers the way docs/UPSTREAM.md
+("Korea Investment") describes (JSON acks per registration, PINGPONG to be echoed,
+caret-separated data lines).
 """
 
 from __future__ import annotations

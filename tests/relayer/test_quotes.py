@@ -112,7 +112,7 @@ def test_seq_keeps_increasing_across_a_restart() -> None:
         (datetime(2025, 7, 24, 6, 56, 4, 999_000, tzinfo=UTC).timestamp(),
          "2025-07-24T06:56:04.999Z"),
         (datetime(2026, 11, 20, 0, 0, 1, 4_000, tzinfo=UTC).timestamp(),
-         "2026-11-20T00:00:01.004Z"),  # the DESIGN.md example
+         "2026-11-20T00:00:01.004Z"),  # the docs/ARCHITECTURE.md example
     ],
 )
 def test_received_at_has_milliseconds(now: float, expected: str) -> None:

@@ -1,4 +1,4 @@
-"""The STOMP 1.2 codec, driven with bytes alone (UPSTREAM.md section 3)."""
+"""The STOMP 1.2 codec, driven with bytes alone (docs/UPSTREAM.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Toss trade-tick format (UPSTREAM.md section 1) parsed into exact `TradePrint`s."""
+"""The Toss trade-tick format (docs/UPSTREAM.md) parsed into exact `TradePrint`s."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from relayer.quotes import MalformedTick, TradePrint
 from relayer.toss import parse_toss_tick
 
-# The recorded sample of UPSTREAM.md section 1, byte for byte.
+# The recorded sample in docs/UPSTREAM.md ("Toss Securities"), byte for byte.
 SAMPLE = (
     b'{"code":"A005930","dt":"2025-07-24T06:56:04Z","session":"...","exchange":"...",'
     b'"currency":"KRW","base":70500,"close":71200,"volume":10,"tradeType":"BUY",'

@@ -1,5 +1,5 @@
 """Running one call from many threads at the same moment, for the tests of what must hold when
-requests race (DESIGN.md section 4: no double-spend, one execution per idempotency key)."""
+requests race (docs/TRADING.md: no double-spend, one execution per idempotency key)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The money invariants of DESIGN.md section 4, checked against the database after tests that
+"""The money invariants of docs/TRADING.md, checked against the database after tests that
 move money: they must hold after any sequence of requests, concurrent or not."""
 
 from __future__ import annotations
