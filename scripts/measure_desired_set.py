@@ -1,5 +1,5 @@
 """Measures how subscriptions heal after Redis loses the desired set, and after a refused topic
-(docs/OPERATIONS.md, "The desired set after Redis loses its data", "A refused topic").
+(docs/OPERATIONS.md, "Faults: Redis loses the desired set; the upstream refuses a topic").
 
 What runs, all on this machine: a private `redis-server` on a free port (no persistence), the
 simulator in this process (SimServer, 20 ticks/s as `python -m relayer.sim` by default), the real

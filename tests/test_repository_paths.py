@@ -17,13 +17,18 @@ What counts as a path:
   the root or beside the file that names it; in Markdown, also in `docs/` (a page naming
   another page). Code names a page by its path: `docs/UPSTREAM.md`, not `UPSTREAM.md`.
 
-Trailing punctuation and `#anchors` are stripped. Names that are not repository paths are
-listed in `NOT_REPOSITORY_PATHS`, each with its reason.
+Trailing punctuation is stripped. Names that are not repository paths are listed in
+`NOT_REPOSITORY_PATHS`, each with its reason.
+
+Where prose points inside a page, the place must exist too: a link's `#anchor` must be one of
+the target page's headings (as GitHub makes anchors), and a section named in quotes after a
+page (`docs/RELAYER.md, "Leadership"`) must begin one of its headings or bold paragraph leads.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import re
 import subprocess
@@ -47,11 +52,23 @@ BARE_NAME = re.compile(
     r"|docker-compose\.yml|[A-Z][A-Z0-9_]*\.md)(?![\w/-])"
 )
 
+# A page followed by section names in quotes: `docs/OPERATIONS.md, "Redis faults"`,
+# `docs/UPSTREAM.md ("Toss Securities")`. A section name starts with a capital letter.
+SECTION_REFERENCE = re.compile(
+    r"((?:docs/)?(?:api/)?[A-Z][A-Z0-9_]*\.md),?\s*\(?((?:\s*\"[A-Z][^\"=]*\",?)+)"
+)
+
 TEXT_SUFFIXES = (".md", ".sh", ".toml", ".yml", ".yaml")
 
 # Names that look like repository paths but are not, each with the reason.
 # None today. Add one as `"name": "why it is not ours"` (say, a file on an operator's machine).
 NOT_REPOSITORY_PATHS: dict[str, str] = {}
+
+
+# Files whose prose is not checked, each with the reason.
+NOT_CHECKED: dict[str, str] = {
+    "tests/test_repository_paths.py": "this file: its prose shows names as they appear elsewhere",
+}
 
 
 def tracked_files() -> list[str]:
@@ -97,6 +114,36 @@ def prose_of(name: str) -> list[tuple[int, str]]:
     return []
 
 
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@functools.cache
+def places(page: Path) -> tuple[set[str], list[str]]:
+    """A page's anchors, and its headings and bold paragraph leads (lower case, no markup)."""
+    anchors: set[str] = set()
+    titles: list[str] = []
+    fenced = False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced:
+            continue
+        heading = re.match(r"#{1,6} +(.*)", line)
+        if heading:
+            anchor = base = github_anchor(heading.group(1))
+            number = 0
+            while anchor in anchors:  # repeated headings get -1, -2, ...
+                number += 1
+                anchor = f"{base}-{number}"
+            anchors.add(anchor)
+            titles.append(heading.group(1))
+        titles.extend(re.findall(r"\*\*([^*]+)\*\*", line))
+    return anchors, [re.sub(r"[`*]", "", title).strip().lower() for title in titles]
+
+
 def clean(target: str) -> str:
     target = target.split("#", 1)[0]
     return target.rstrip(".,;:'\"`*_")
@@ -129,11 +176,17 @@ def missing_paths(holder: str, text: str, line: int = 1) -> list[str]:
                 name = clean(named.group(1))
                 if not ((ROOT / name).exists() or (here / name).exists()):
                     report(match.start(), name)
-            target = clean(match.group(2))
-            if not target or re.match(r"^[a-z][a-z0-9+.-]*:", target):
-                continue  # an anchor in the same page, or a URL (https:, mailto:)
-            if not (here / target).exists():
+            link = match.group(2)
+            if re.match(r"^[a-z][a-z0-9+.-]*:", link):
+                continue  # a URL (https:, mailto:)
+            target = clean(link)
+            page = here / target if target else ROOT / holder
+            if not page.exists():
                 report(match.start(), target)
+            elif "#" in link and page.suffix == ".md":
+                anchor = link.split("#", 1)[1]
+                if anchor not in places(page)[0]:
+                    report(match.start(), f"{target or holder}#{anchor}")
         # Links are checked: blank them out (keeping the line count) for the scans below.
         rest = MARKDOWN_LINK.sub(lambda m: " " * len(m.group(0)), text)
     for match in FOLDER_PATH.finditer(rest):
@@ -144,12 +197,25 @@ def missing_paths(holder: str, text: str, line: int = 1) -> list[str]:
         name = clean(match.group(1))
         if not bare_name_exists(name, holder):
             report(match.start(), name)
+    for match in SECTION_REFERENCE.finditer(text):
+        name = match.group(1)
+        page = next((b / name for b in (ROOT, (ROOT / holder).parent, ROOT / "docs")
+                     if (b / name).is_file()), None)
+        if page is None:
+            continue  # a missing page is reported above
+        titles = places(page)[1]
+        for section in re.findall(r'"([^"]+)"', match.group(2)):
+            wanted = " ".join(section.split()).lower().rstrip(".:")
+            if not any(title.startswith(wanted) for title in titles):
+                report(match.start(), f'{name}, "{section}"')
     return missing
 
 
 def test_every_path_named_in_prose_exists() -> None:
     missing: list[str] = []
     for name in tracked_files():
+        if name in NOT_CHECKED:
+            continue
         for line, text in prose_of(name):
             missing.extend(missing_paths(name, text, line))
     assert not missing, "paths named in prose that do not exist:\n" + "\n".join(missing)
@@ -161,13 +227,18 @@ def test_the_scan_finds_a_stale_path() -> None:
         "docs/EXAMPLE.md",
         "See relayer/no_such_module.py, [the page](api/NO_SUCH.md#x), DESIGN.md section 2\n"
         "and `tests/gone/test_x.py`. Fine: relayer/bus.py, [auth](api/AUTH.md#errors),\n"
-        "README.md, RELAYER.md, GET /api/v1/orders.py, https://example.com/docs/x.md.",
+        "README.md, RELAYER.md, GET /api/v1/orders.py, https://example.com/docs/x.md,\n"
+        '[fills](TRADING.md#the-fills-worker-python--m-apifills), docs/RELAYER.md, "Leadership".\n'
+        "Stale: [auth](api/AUTH.md#no-such-heading), "
+        'docs/OPERATIONS.md, "Redis faults", "No such section".',
     )
     assert stale == [
         "docs/EXAMPLE.md:1: api/NO_SUCH.md",
+        "docs/EXAMPLE.md:5: api/AUTH.md#no-such-heading",
         "docs/EXAMPLE.md:1: relayer/no_such_module.py",
         "docs/EXAMPLE.md:2: tests/gone/test_x.py",
         "docs/EXAMPLE.md:1: DESIGN.md",
+        'docs/EXAMPLE.md:5: docs/OPERATIONS.md, "No such section"',
     ]
     # Code names a page by its path; a string that is not a docstring is not prose.
     comments = python_prose('"""See UPSTREAM.md."""\nx = "docs/gone.md"  # scripts/gone.py\n')
