@@ -4,8 +4,8 @@ The repository explains itself in its docs, docstrings and comments, and those n
 `relayer/bus.py`, `docs/ARCHITECTURE.md`, `gunicorn.conf.py`. A renamed or deleted file leaves
 such names pointing nowhere, and a reader who follows one is lost. This test reads every
 tracked file (`git ls-files`): the docstrings and comments of Python modules, and the whole text
-of Markdown, shell, TOML and YAML files; it collects what looks like a repository path and
-checks that it exists.
+of Markdown, shell, TOML and YAML files, the Dockerfile and the CI script; it collects what
+looks like a repository path and checks that it exists.
 
 What counts as a path:
 - a name under a top-level folder of the repository with a file extension
@@ -59,6 +59,8 @@ SECTION_REFERENCE = re.compile(
 )
 
 TEXT_SUFFIXES = (".md", ".sh", ".toml", ".yml", ".yaml")
+# Files without one of those suffixes that are read whole all the same.
+TEXT_FILES = ("Dockerfile", ".dockerignore", ".ci/run")
 
 # Names that look like repository paths but are not, each with the reason.
 # None today. Add one as `"name": "why it is not ours"` (say, a file on an operator's machine).
@@ -109,7 +111,7 @@ def prose_of(name: str) -> list[tuple[int, str]]:
     text = path.read_text(encoding="utf-8", errors="replace")
     if name.endswith(".py"):
         return python_prose(text)
-    if name.endswith(TEXT_SUFFIXES):
+    if name.endswith(TEXT_SUFFIXES) or name in TEXT_FILES:
         return [(1, text)]
     return []
 
