@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.maint_notifications import MaintNotificationsConfig
 
+from api.auth.passwords import Passwords
 from api.auth.tokens import AccessTokenCache
 from api.db import Database, make_engine
 from api.models import utc_now
@@ -69,6 +70,7 @@ class Resources:
     quote_cache: QuoteCache
     access_tokens: AccessTokenCache
     portone: PortOne
+    passwords: Passwords
     # "Now" for rules that depend on the day (the daily deposit cap); tests put their own.
     clock: Callable[[], datetime] = utc_now
 
@@ -98,7 +100,8 @@ class Resources:
                            webhook_secret=settings.portone_webhook_secret.get_secret_value(),
                            base_url=settings.portone_api_base_url,
                            store_id=settings.portone_store_id,
-                           timeout_s=settings.portone_timeout_s))
+                           timeout_s=settings.portone_timeout_s),
+                   Passwords(settings.password_hash_profile))
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -18,6 +18,7 @@ from enum import StrEnum
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from api.auth.passwords import PasswordProfile
 from api.payments.catalog import DEFAULT_PRODUCTS, Product, check_catalog
 
 DEFAULT_TOPIC_TEMPLATE = "/topic/v1/kr/stock/trade/{code}"
@@ -66,6 +67,8 @@ class ApiSettings(BaseSettings):
     stocking_admin_email: str | None = None
     stocking_admin_password: SecretStr | None = None
     password_min_length: int = Field(10, ge=8)
+    # `tests-only` makes hashing nearly free for test suites; production refuses it.
+    password_hash_profile: PasswordProfile = PasswordProfile.STANDARD
     # Failed logins per window (api.auth.rate_limit): per (account, address), per address, and
     # per account from all addresses but those it logged in from lately (a high ceiling).
     login_max_attempts_per_account_address: int = Field(5, gt=0)
@@ -219,6 +222,9 @@ class ApiSettings(BaseSettings):
             if unset:
                 raise ValueError(f"{', '.join(unset)} must be set in production (the "
                                  "development placeholders are refused)")
+            if self.password_hash_profile is not PasswordProfile.STANDARD:
+                raise ValueError("PASSWORD_HASH_PROFILE must be `standard` in production (the "
+                                 f"`{self.password_hash_profile}` profile is for tests only)")
             key = self.jwt_secret_key.get_secret_value() if self.jwt_secret_key else ""
             if len(key.encode()) < JWT_MIN_KEY_BYTES:
                 raise ValueError(

@@ -21,11 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import refresh_tokens
 from api.auth.passwords import (
     PasswordRejected,
-    burn_verification,
+    Passwords,
     check_policy,
-    hash_password,
-    needs_rehash,
-    verify_password,
 )
 from api.auth.rate_limit import begin_login_attempt, count_registration, login_succeeded
 from api.auth.schemas import TokenPair
@@ -84,17 +81,19 @@ def stored_credentials(session: Session, email: str) -> tuple[Principal, str] | 
     return None if user is None else (_principal(user), user.password_hash)
 
 
-def check_password(stored: tuple[Principal, str] | None,
+def check_password(passwords: Passwords, stored: tuple[Principal, str] | None,
                    password: str) -> tuple[Principal, str | None]:
     """The principal if `password` is right, and a fresh hash when the stored one was made with
     other parameters; one uniform 401 otherwise. Slow: call it in a thread."""
     if stored is None:
-        burn_verification(password)  # as slow as a real check: no hint that the email is unknown
+        # As slow as a real check: no hint that the email is unknown.
+        passwords.burn_verification(password)
         raise _invalid_credentials()
     principal, password_hash = stored
-    if not verify_password(password_hash, password):
+    if not passwords.verify(password_hash, password):
         raise _invalid_credentials()
-    return principal, hash_password(password) if needs_rehash(password_hash) else None
+    return principal, (passwords.hash(password) if passwords.needs_rehash(password_hash)
+                       else None)
 
 
 def current_principal(session: Session, user_id: int) -> Principal:
@@ -149,7 +148,7 @@ async def register_from(resources: Resources, email: str, password: str,
     """`register`, counted against the address's registrations (429 beyond)."""
     await count_registration(resources.redis, resources.names, resources.settings, address)
     check_policy(password, resources.settings.password_min_length)
-    password_hash = await run_in_threadpool(hash_password, password)
+    password_hash = await run_in_threadpool(resources.passwords.hash, password)
     return await resources.db.run(register, email, password_hash,
                                   initial_cash=resources.settings.initial_cash)
 
@@ -162,7 +161,8 @@ async def login(resources: Resources, email: str, password: str, address: str) -
     attempt = await begin_login_attempt(resources.redis, resources.names, resources.settings,
                                         email, address)
     stored = await resources.db.read(stored_credentials, email)
-    checked, new_password_hash = await run_in_threadpool(check_password, stored, password)
+    checked, new_password_hash = await run_in_threadpool(check_password, resources.passwords,
+                                                           stored, password)
     principal, family = await resources.db.run(_start_session, checked.user_id,
                                                new_password_hash, resources.clock(),
                                                resources.settings.jwt_refresh_ttl_s)
@@ -212,18 +212,21 @@ async def ensure_admin_account(resources: Resources) -> None:
     except PasswordRejected as exc:
         raise ValueError(f"STOCKING_ADMIN_PASSWORD is refused: {exc.detail}") from None
     try:
-        outcome = await resources.db.run(_ensure_admin, email, password, settings.initial_cash)
+        outcome = await resources.db.run(_ensure_admin, resources.passwords, email, password,
+                                         settings.initial_cash)
     except IntegrityError:
         # Another worker inserted the user (or its cash account) between our read and our
         # insert: it exists now.
-        outcome = await resources.db.run(_ensure_admin, email, password, settings.initial_cash)
+        outcome = await resources.db.run(_ensure_admin, resources.passwords, email, password,
+                                         settings.initial_cash)
     logger.info("admin account %s: %s", email, outcome)
 
 
-def _ensure_admin(session: Session, email: str, password: str, initial_cash: int) -> str:
+def _ensure_admin(session: Session, passwords: Passwords, email: str, password: str,
+                  initial_cash: int) -> str:
     user = _find_user(session, email)
     if user is None:
-        user = User(email=email, password_hash=hash_password(password), role=Role.ADMIN.value)
+        user = User(email=email, password_hash=passwords.hash(password), role=Role.ADMIN.value)
         session.add(user)
         session.flush()
         open_account(session, user.id, initial_cash)
@@ -235,7 +238,8 @@ def _ensure_admin(session: Session, email: str, password: str, initial_cash: int
     if user.role != Role.ADMIN.value:
         user.role = Role.ADMIN.value
         changes.append("promoted to admin")
-    if not verify_password(user.password_hash, password) or needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
+    if not passwords.verify(user.password_hash, password) or passwords.needs_rehash(
+            user.password_hash):
+        user.password_hash = passwords.hash(password)
         changes.append("password reset")
     return ", ".join(changes) or "already in place"

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api.app import create_app
+from api.auth.passwords import PasswordProfile
 from api.settings import ApiSettings
 from tests.conftest import RedisServer
 from tests.support.api import ADMIN_EMAIL, ADMIN_PASSWORD, database, new_user
@@ -40,6 +41,9 @@ def api_settings(redis_server: RedisServer, database_url: str) -> ApiSettings:
         jwt_secret_key=SecretStr(TEST_JWT_KEY),
         stocking_admin_email=ADMIN_EMAIL,
         stocking_admin_password=SecretStr(ADMIN_PASSWORD),
+        # The cheap hash: hundreds of registrations and logins cost seconds, not minutes. The
+        # standard profile is exercised in tests/api/test_auth.py.
+        password_hash_profile=PasswordProfile.TESTS_ONLY,
     )
 
 

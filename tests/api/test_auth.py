@@ -26,6 +26,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from api.app import create_app
+from api.auth.passwords import PasswordProfile, Passwords
 from api.auth.service import ensure_admin_account
 from api.auth.tokens import Principal, TokenType, issue
 from api.models import Account, LedgerEntry, RefreshTokenFamily, Role, User
@@ -166,12 +167,13 @@ def test_register_refuses_a_body_without_password(client: TestClient) -> None:
     assert body["detail"] == "password: Field required"
 
 
-def test_passwords_are_stored_as_argon2id_hashes_only(client: TestClient) -> None:
+def test_passwords_are_stored_as_argon2id_hashes_only(standard_client: TestClient) -> None:
+    client = standard_client
     assert register(client, "hash@example.com").status_code == 201
 
     user = user_row(client, "hash@example.com")
     assert user is not None
-    assert user.password_hash.startswith("$argon2id$")
+    assert user.password_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
     assert PASSWORD not in user.password_hash
     assert PasswordHasher().verify(user.password_hash, PASSWORD)
 
@@ -215,17 +217,14 @@ def test_an_unknown_email_costs_a_password_verification_like_a_known_one(
         client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """The answer time must not tell whether an email is registered (checked by counting the
     slow verifications, not by timing)."""
-    import api.auth.passwords as passwords
-
     verified: list[str] = []
-    real_verify = passwords.verify_password
+    real_verify = Passwords.verify
 
-    def counting_verify(password_hash: str, password: str) -> bool:
+    def counting_verify(self: Passwords, password_hash: str, password: str) -> bool:
         verified.append(password)
-        return real_verify(password_hash, password)
+        return real_verify(self, password_hash, password)
 
-    monkeypatch.setattr(passwords, "verify_password", counting_verify)
-    monkeypatch.setattr("api.auth.service.verify_password", counting_verify)
+    monkeypatch.setattr(Passwords, "verify", counting_verify)
     register(client, "quinn@example.com")
 
     assert login(client, "quinn@example.com", "wrong-password-1").status_code == 401
@@ -242,7 +241,17 @@ def test_the_admin_account_ensured_at_start_can_log_in(client: TestClient) -> No
     assert (me["email"], me["role"]) == (ADMIN_EMAIL, "admin")
 
 
-def test_login_stores_a_fresh_hash_when_the_parameters_changed(client: TestClient) -> None:
+@pytest.fixture
+def standard_client(api_settings: ApiSettings) -> Iterator[TestClient]:
+    """The app with the production password hash (the other tests use the cheap one)."""
+    settings = api_settings.model_copy(update={"password_hash_profile": PasswordProfile.STANDARD})
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_login_stores_a_fresh_hash_when_the_parameters_changed(
+        standard_client: TestClient) -> None:
+    client = standard_client
     register(client, "old@example.com")
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
     database(client).call(lambda session: session.execute(

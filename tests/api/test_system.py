@@ -16,6 +16,7 @@ from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 
 from api.app import create_app
+from api.auth.passwords import PasswordProfile
 from api.db import Database, make_engine
 from api.errors import PROBLEM_JSON
 from api.settings import ApiSettings, Environment
@@ -371,6 +372,13 @@ def production_settings(redis_url: str, database_url: str, **overrides: object) 
         portone_v2_api_secret=SecretStr("v2-api-secret-" + "s" * 40),
         portone_webhook_secret=SecretStr(webhook_secret()),
         **overrides)
+
+
+def test_production_refuses_the_tests_only_password_hash() -> None:
+    production_settings("redis://127.0.0.1:6379/0", "mysql+pymysql://app@db/stocking")
+    with pytest.raises(ValidationError, match="PASSWORD_HASH_PROFILE must be `standard`"):
+        production_settings("redis://127.0.0.1:6379/0", "mysql+pymysql://app@db/stocking",
+                            password_hash_profile=PasswordProfile.TESTS_ONLY)
 
 
 @pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
