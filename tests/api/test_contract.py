@@ -30,6 +30,7 @@ from pydantic import SecretStr
 from schemathesis.python import asgi
 
 from api.app import create_app
+from api.auth.passwords import PasswordProfile
 from api.errors import PROBLEM_JSON
 from api.settings import ApiSettings
 from relayer.bus import BusNames, Command, CommandResult, format_utc
@@ -128,6 +129,7 @@ def contract_app(portone: FakePortOne) -> Iterator[FastAPI]:
             jwt_secret_key=SecretStr(TEST_JWT_KEY),
             stocking_admin_email=ADMIN_EMAIL,
             stocking_admin_password=SecretStr(ADMIN_PASSWORD),
+            password_hash_profile=PasswordProfile.TESTS_ONLY,
             portone_store_id=portone.store_id,
             portone_channel_key=portone.channel_key,
             portone_v2_api_secret=SecretStr(portone.secret),
