@@ -8,7 +8,6 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from api.settings import ApiSettings
 from relayer.bus import BusNames, Command, CommandType, format_utc
 from relayer.sim import SimServer
 from tests.conftest import RedisServer
+from tests.support.api import running_app
 from tests.support.bus_client import eventually, latest_quote, wait_connected
 from tests.support.env import scaled
 from tests.support.relayer_process import RelayerProcess
@@ -255,17 +255,6 @@ def start_relayer(tmp_path: Path, api_settings: ApiSettings,
         process.kill()
 
 
-@asynccontextmanager
-async def running_app(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan, served in this event loop (where the simulator runs too)."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://api.test",
-        headers=bearer(settings, Role.ADMIN, ADMIN_ID), timeout=scaled(30),
-    ) as client:
-        yield client
-
-
 async def quote_seq(api: httpx.AsyncClient, code: str) -> int | None:
     answer = await api.get(f"{QUOTES}/stock/{code}")
     return int(answer.json()["seq"]) if answer.status_code == 200 else None
@@ -277,7 +266,7 @@ async def test_subscribe_quote_unsubscribe_end_to_end(
 ) -> None:
     start_relayer()
     await wait_connected(bus, subscriptions=0)
-    async with running_app(api_settings) as api:
+    async with running_app(api_settings, bearer(api_settings, Role.ADMIN, ADMIN_ID)) as api:
         answer = await api.post(f"{BASE}/subscribe", params={"topic": "A000660"})
         assert answer.status_code == 200, answer.text
         body = answer.json()
@@ -330,7 +319,7 @@ async def test_seeded_topics_show_as_desired_and_can_be_unsubscribed(
 ) -> None:
     start_relayer(RELAYER_SUBSCRIBE="A005930")
     await wait_connected(bus, subscriptions=1)
-    async with running_app(api_settings) as api:
+    async with running_app(api_settings, bearer(api_settings, Role.ADMIN, ADMIN_ID)) as api:
         await api.post(f"{BASE}/subscribe", params={"topic": HYNIX})
         listed = (await api.get(BASE)).json()
         assert [(s["topic"], s["stored"], s["desired"], s["active"])

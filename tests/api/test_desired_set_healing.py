@@ -10,10 +10,8 @@ empty set and unsubscribed everything; the admin code came back only with `POST 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -25,6 +23,7 @@ from api.settings import ApiSettings
 from relayer.bus import BusNames, DesiredSource
 from relayer.sim import SimServer
 from tests.conftest import RedisServer
+from tests.support.api import running_app
 from tests.support.bus_client import eventually, wait_connected
 from tests.support.env import scaled
 from tests.support.relayer_process import RelayerProcess
@@ -65,17 +64,6 @@ def relayer(tmp_path: Path, api_settings: ApiSettings,
     process.kill()
 
 
-@asynccontextmanager
-async def running_app(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan (and so its background tasks), served in this event loop."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://api.test",
-        headers=bearer(settings, Role.ADMIN, ADMIN_ID), timeout=scaled(30),
-    ) as client:
-        yield client
-
-
 async def every_code_flows(bus: Redis, sim: SimServer) -> None:
     """Every code desired, subscribed upstream and written to Redis again (a quote key that
     Redis lost exists again only once a new tick has been written)."""
@@ -97,7 +85,7 @@ async def test_every_code_flows_again_after_redis_loses_everything(
     bus: Redis, sim: SimServer, fault: str,
 ) -> None:
     await wait_connected(bus, subscriptions=len(SEEDED))
-    async with running_app(api_settings) as api:
+    async with running_app(api_settings, bearer(api_settings, Role.ADMIN, ADMIN_ID)) as api:
         answer = await api.post(f"{BASE}/subscribe", params={"topic": ADMIN_CODE})
         assert answer.status_code == 200 and answer.json()["success"] is True, answer.text
         await every_code_flows(bus, sim)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from api.db import Database
 from api.errors import PROBLEM_JSON
 from api.models import Role
 from api.settings import ApiSettings
+from tests.support.env import scaled
 from tests.support.tokens import bearer
 
 # The admin account the test app ensures at start (tests/api/conftest.py api_settings).
@@ -50,3 +54,16 @@ def login_as_admin(client: TestClient) -> dict[str, str]:
                          json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
     assert answer.status_code == 200, answer.text
     return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+
+@asynccontextmanager
+async def running_app(settings: ApiSettings,
+                      headers: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan (and so its background tasks), served in this event loop,
+    where a simulator may run too; a client sending `headers` with every request."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api.test", headers=headers,
+        timeout=scaled(30),
+    ) as client:
+        yield client
