@@ -15,11 +15,18 @@ file through Gunicorn's own GUNICORN_CMD_ARGS, e.g. GUNICORN_CMD_ARGS="--gracefu
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+# Gunicorn puts its working directory on sys.path only after reading this file, and the
+# `gunicorn` command's own folder is no help: the app's packages are found next to this file.
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from api.auth.signing_key import development_key_for_children
 
 wsgi_app = "api.main:app"
 # Uvicorn's Gunicorn worker, from the maintained `uvicorn-worker` package (the one inside
@@ -82,15 +89,15 @@ METRICS_DIR_PREFIX = "stocking-metrics-"
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
 
-# Development only: when JWT_SECRET_KEY is unset, ONE random key is drawn here, in the master,
-# before the workers fork, so that every worker inherits the same key. If each worker drew its
-# own (ApiSettings.signing_key does that in a lone process), a token issued by one worker would
-# be refused by the others. Tokens do not survive a restart of Gunicorn; start_services.sh draws
-# the key itself so that they survive its restarts of Gunicorn. Production refuses to start
-# without a key of at least 32 bytes (api.settings).
-if (os.environ.get("STOCKING_ENV", "development").lower() != "production"
-        and not os.environ.get("JWT_SECRET_KEY")):
-    os.environ["JWT_SECRET_KEY"] = secrets.token_urlsafe(48)
+# Development only: when JWT_SECRET_KEY is unset, ONE random key is drawn in the master, before
+# the workers fork, so that every worker inherits the same key. If each worker drew its own (as
+# ApiSettings does in a lone process), a token issued by one worker would be refused by the
+# others. Tokens do not survive a restart of Gunicorn; start_services.sh draws the key itself so
+# that they survive its restarts of Gunicorn. Production refuses to start without a key of at
+# least 32 bytes (api.settings).
+_drawn_key = development_key_for_children(os.environ)
+if _drawn_key:
+    os.environ["JWT_SECRET_KEY"] = _drawn_key
 
 
 def _metrics_dir() -> Path:

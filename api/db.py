@@ -12,7 +12,7 @@ of work may also ask for that itself by raising `RunAgain` (a race it lost, whic
 resolves: api.idempotency).
 
 Serialisation is the same on both databases. On MySQL/MariaDB a unit of work that changes money
-locks the rows it reads (`SELECT ... FOR UPDATE`, api.ledger.service.lock_account). SQLite has
+locks the rows it reads (`SELECT ... FOR UPDATE`, api.ledger.service.take_user_lock). SQLite has
 no row locks (FOR UPDATE is ignored), so there every unit of work begins with `BEGIN IMMEDIATE`:
 it takes the database's single write lock before its first read, and the units of work run one
 after another across threads and Gunicorn workers alike (see `_sqlite_engine`).
@@ -39,13 +39,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
+
+from relayer.backoff import Backoff, Jitter
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +116,16 @@ def is_unavailable(exc: BaseException) -> bool:
     return len(args) > 0 and args[0] in UNAVAILABLE_MYSQL_ERRORS
 
 
-def retry_delays(attempts: int, base_s: float = 0.01, cap_s: float = 0.2) -> Iterator[float]:
-    """Pauses before each retry: exponential with full jitter, capped."""
-    for attempt in range(attempts):
-        yield random.uniform(0, min(cap_s, base_s * 2 ** attempt))
+# Pauses before each retry of `call_retrying` (relayer.backoff): 10 ms doubling up to 200 ms,
+# with full jitter, so that the transactions that collided do not collide again.
+RETRY_INITIAL_S = 0.01
+RETRY_MAX_S = 0.2
+_retry_jitter = random.Random()  # one for all threads: uniform() is a single C call
+
+
+def _retry_backoff() -> Backoff:
+    return Backoff(initial_s=RETRY_INITIAL_S, max_s=RETRY_MAX_S, rng=_retry_jitter,
+                   jitter=Jitter.FULL)
 
 
 # The execution option that marks a read-only unit of work (`Database.read`).
@@ -196,6 +204,18 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False,
                          })
 
 
+class CommitListener(Protocol):
+    """Told of every write transaction's end, in the thread that ran it (the per-user event
+    notification, api.streams.events.EventPublisher). It must not raise, nor block on I/O:
+    `after_commit` runs when the change is already committed, and a request waits for it."""
+
+    def after_commit(self, session: Session) -> None: ...
+
+    def after_rollback(self, session: Session) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class _Attempt:
     """One request's SQL work under a deadline: the agreement between the request, which stops
     waiting at the deadline, and the worker thread doing the work, which cannot be cancelled.
@@ -256,8 +276,10 @@ class Database:
     whatever statement it is stuck in (see `_Attempt`, `make_engine`)."""
 
     def __init__(self, engine: Engine, *, deadlock_retries: int = 3,
-                 deadline_s: float | None = None) -> None:
+                 deadline_s: float | None = None,
+                 commit_listener: CommitListener | None = None) -> None:
         self.engine = engine
+        self.commit_listener = commit_listener
         self.deadlock_retries = deadlock_retries
         self.deadline_s = deadline_s
         self._sessions = sessionmaker(engine, expire_on_commit=False)
@@ -266,6 +288,10 @@ class Database:
         for sessions in (self._sessions, self._read_sessions):
             event.listen(sessions, "after_begin", self._refuse_begin_after_deadline)
             event.listen(sessions, "before_commit", self._refuse_commit_after_deadline)
+        if commit_listener is not None:  # read-only units of work record nothing
+            event.listen(self._sessions, "after_commit", commit_listener.after_commit)
+            event.listen(self._sessions, "after_soft_rollback",
+                         lambda session, _transaction: commit_listener.after_rollback(session))
 
     def _refuse_begin_after_deadline(self, *_: Any) -> None:
         attempt = _attempt.get()
@@ -338,13 +364,15 @@ class Database:
                       **kwargs: P.kwargs) -> T:
         """`call`, run again (a bounded number of times) after a deadlock or lock wait timeout,
         or when `fn` raises `RunAgain`. `fn` must have no effect outside its transaction, since
-        it may run more than once."""
-        for delay in retry_delays(self.deadlock_retries):
+        it may run more than once. (A loop rather than tenacity: see relayer.backoff.)"""
+        backoff = _retry_backoff()
+        for _ in range(self.deadlock_retries):
             try:
                 return self.call(fn, *args, **kwargs)
             except (OperationalError, RunAgain) as exc:
                 if not is_retryable(exc):
                     raise
+                delay = backoff.next_delay()
                 logger.warning("%s: %s; retrying in %.3f s", getattr(fn, "__name__", fn),
                                getattr(exc, "orig", exc), delay)
                 time.sleep(delay)
@@ -356,4 +384,6 @@ class Database:
         return await self._in_thread(partial(self.call_retrying, fn, *args, **kwargs))
 
     def dispose(self) -> None:
+        if self.commit_listener is not None:
+            self.commit_listener.close()
         self.engine.dispose()

@@ -11,9 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from redis.asyncio import Redis
 
-from api.db import Database
 from api.resources import Resources
 from api.settings import ApiSettings
 
@@ -32,15 +30,5 @@ async def get_settings(request: Request) -> ApiSettings:
     return resources_of(request).settings
 
 
-async def get_db(request: Request) -> Database:
-    return resources_of(request).db
-
-
-async def get_redis(request: Request) -> Redis:
-    return resources_of(request).redis
-
-
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
-DatabaseDep = Annotated[Database, Depends(get_db)]
-RedisDep = Annotated[Redis, Depends(get_redis)]

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -66,6 +68,9 @@ class Base(DeclarativeBase):
 class Role(StrEnum):
     USER = "user"
     ADMIN = "admin"
+    # The account of an extra portfolio (api.portfolios): a users row that holds money and
+    # orders but is nobody's login (an unusable password, refused at login by role).
+    PORTFOLIO = "portfolio"
 
 
 class User(Base):
@@ -143,6 +148,10 @@ class Account(Base):
     # Virtual cash still owed after a refunded payment's clawback found too little available
     # cash; collected from later credits (docs/PAYMENTS.md, "Refunds").
     clawback_due: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Running totals of the FEE and TAX rows (as positive amounts), kept by `post` so that the
+    # account summary does not sum a user's whole history on every read.
+    fees_paid: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    taxes_paid: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now,
                                                  onupdate=utc_now)
@@ -198,10 +207,17 @@ class OrderStatus(StrEnum):
     FILLED = "FILLED"
     CANCELLED = "CANCELLED"
     EXPIRED = "EXPIRED"
+    # A reservation order (예약주문) placed while the market was closed: it holds cash or shares
+    # like a resting order, and the fills worker activates it (OPEN) at its day's opening
+    # auction; until then no tick fills it (it has no `rests_after`).
+    RESERVED = "RESERVED"
 
 
-# Orders in these states hold cash or shares and may still fill.
-LIVE_ORDER_STATUSES = (OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value)
+# Orders in these states are in the market: they hold cash or shares and may fill.
+ACTIVE_ORDER_STATUSES = (OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value)
+# Orders in these states hold cash or shares and can be cancelled (the money invariants count
+# their holds): the active ones and those reserved for the next trading day.
+LIVE_ORDER_STATUSES = (*ACTIVE_ORDER_STATUSES, OrderStatus.RESERVED.value)
 
 
 class Order(Base):
@@ -222,12 +238,16 @@ class Order(Base):
         # The fills worker's questions: live limit orders of a code; live orders past expiry.
         Index("ix_orders_status_code", "status", "code"),
         Index("ix_orders_status_expires_at", "status", "expires_at"),
+        Index("ix_orders_status_activates_at", "status", "activates_at"),  # reservations
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"))
     client_order_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     code: Mapped[str] = mapped_column(String(16))
+    # The instrument's market and kind when the order was placed: its fills' taxes follow them.
+    market: Mapped[str] = mapped_column(String(8), default="KOSPI")
+    security_kind: Mapped[str] = mapped_column(String(16), default="STOCK")
     side: Mapped[str] = mapped_column(String(4))
     type: Mapped[str] = mapped_column(String(8))
     time_in_force: Mapped[str] = mapped_column(String(4))
@@ -244,6 +264,12 @@ class Order(Base):
     rests_after: Mapped[str | None] = mapped_column(String(32), nullable=True)
     checked_upto: Mapped[str | None] = mapped_column(String(32), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # A reservation order's activation: its trading day's opening auction (null otherwise).
+    activates_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The market session it was accepted in (relayer.market_calendar.Session): CLOSED for a
+    # reservation order. Named apart from the column, which the API calls `session`, so that
+    # it is never mistaken for a database session.
+    market_session: Mapped[str] = mapped_column("session", String(16), default="CONTINUOUS")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now,
                                                  onupdate=utc_now)
@@ -257,9 +283,20 @@ class Order(Base):
         return self.status in LIVE_ORDER_STATUSES
 
 
+class FillRule(StrEnum):
+    """Which rule set a fill's price (docs/TRADING.md, "How each order executes")."""
+
+    MARKET_ORDER_LAST_TRADE = "market_order_last_trade"  # a market order: the last trade
+    AGGRESSOR_LAST_TRADE = "aggressor_last_trade"  # a marketable limit order: the last trade
+    RESTING_LIMIT = "resting_limit"  # a resting limit order reached by a later trade: its limit
+    # An order filled by a call auction's single price (opening or closing): that price.
+    AUCTION_PRICE = "auction_price"
+
+
 class Fill(Base):
-    """One execution of an order, with what priced it: the tick's stream entry id (`tick_id`;
-    `quote:{seq}` for a market order priced by the latest quote), its seq and its trade time."""
+    """One execution of an order, with what priced it: the print (`tick_id`, its stream entry
+    id; `quote:{seq}` when the quote that priced it did not carry one), its seq and trade time,
+    and the rule that set the price (`FillRule`)."""
 
     __tablename__ = "fills"
     __table_args__ = (
@@ -270,6 +307,7 @@ class Fill(Base):
         UniqueConstraint("order_id", "tick_id", name="uq_fills_order_id_tick_id"),
         Index("ix_fills_tick_id", "tick_id"),
         Index("ix_fills_user_id_code", "user_id", "code"),
+        Index("ix_fills_user_id_id", "user_id", "id"),  # a user's fills, newest first
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -281,18 +319,51 @@ class Fill(Base):
     price: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[int] = mapped_column(BigInteger)  # quantity * price
     commission: Mapped[int] = mapped_column(BigInteger)
-    tax: Mapped[int] = mapped_column(BigInteger)
+    tax: Mapped[int] = mapped_column(BigInteger)  # the sum of the two taxes below
+    securities_transaction_tax: Mapped[int] = mapped_column(BigInteger, default=0)  # 증권거래세
+    rural_special_tax: Mapped[int] = mapped_column(BigInteger, default=0)  # 농어촌특별세
     tick_id: Mapped[str] = mapped_column(String(32))
     tick_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     tick_ts: Mapped[str | None] = mapped_column(String(40), nullable=True)  # as upstream sent
+    rule: Mapped[str] = mapped_column(String(32))  # a FillRule
+    # A sale's part of its position's book cost, and its realized P&L (value - commission -
+    # tax - cost_basis_sold), as api.orders.execution moved them; NULL on buys.
+    cost_basis_sold: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    realized_pnl: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+
+
+class TradePrint(Base):
+    """How much of one trade print's volume limit orders have taken, per side: the row every
+    transaction that fills a limit order from the print locks (inserted by the first), so that
+    the print never gives one side more than its volume, whichever API worker or fills worker
+    fills (docs/TRADING.md, "One print's volume"). `print_id` is the print's `tick_id`.
+    `price` is NULL on rows made by migration 0009 from earlier fills, whose print was not
+    kept (their `volume` is what they had given: such a print gives nothing more)."""
+
+    __tablename__ = "trade_prints"
+    __table_args__ = (
+        CheckConstraint("consumed >= 0 AND consumed <= volume", name="consumed_within_volume"),
+        Index("ix_trade_prints_created_at", "created_at"),  # the fills worker's purge
+    )
+
+    print_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    side: Mapped[str] = mapped_column(String(4), primary_key=True)
+    code: Mapped[str] = mapped_column(String(16))
+    price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    volume: Mapped[int] = mapped_column(BigInteger)
+    consumed: Mapped[int] = mapped_column(BigInteger)
+    # When the first fill took from it: a row is purged once its print has left the stream
+    # (api.orders.prints.purge_prints).
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
 
 
 class Position(Base):
     """Shares of one instrument held by one user. `cost_basis` is the book cost of the shares
-    held (fill values plus buy commissions), so `equity - net deposits = realized + unrealized
-    P&L` exactly; `held_quantity` is reserved by live sell orders. The row stays at zero
-    quantity after a position is closed, keeping its realized P&L."""
+    held (fill values plus buy commissions; `purchase_value` the same without them), so
+    `equity - net deposits = realized + unrealized P&L` exactly; `held_quantity` is reserved by
+    live sell orders. The row stays at zero quantity after a position is closed, keeping its
+    realized P&L."""
 
     __tablename__ = "positions"
     __table_args__ = (
@@ -300,6 +371,8 @@ class Position(Base):
         CheckConstraint("held_quantity >= 0 AND held_quantity <= quantity",
                         name="held_within_quantity"),
         CheckConstraint("cost_basis >= 0", name="cost_basis_not_negative"),
+        CheckConstraint("purchase_value >= 0 AND purchase_value <= cost_basis",
+                        name="purchase_value_within_cost_basis"),
     )
 
     user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"), primary_key=True,
@@ -308,6 +381,9 @@ class Position(Base):
     quantity: Mapped[int] = mapped_column(BigInteger, default=0)
     held_quantity: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_basis: Mapped[int] = mapped_column(BigInteger, default=0)
+    # What the shares held were bought for, without commissions: 매입평균가 is this over
+    # quantity. Reduced in proportion on a sale, like cost_basis.
+    purchase_value: Mapped[int] = mapped_column(BigInteger, default=0)
     realized_pnl: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now,
                                                  onupdate=utc_now)
@@ -427,7 +503,7 @@ class Payment(Base):
         return self.paid_at is not None
 
 
-class WebhookEvent(Base):
+class HandledWebhook(Base):
     """A PortOne webhook already handled, by its `webhook-id`: kept forever, since PortOne
     retries a delivery for hours and a duplicate must never act twice."""
 
@@ -439,3 +515,123 @@ class WebhookEvent(Base):
     payment_id: Mapped[str | None] = mapped_column(String(PAYMENT_ID_MAX_LENGTH),
                                                    nullable=True)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+
+
+class Instrument(Base):
+    """One KRX instrument of the master (종목 마스터), loaded by migration 0008 and refreshed by
+    `python -m api.instruments import` (api.instruments.importer). Never deleted: an instrument
+    that leaves the master becomes DELISTED, since orders and fills name it. Read through the
+    per-process catalog (api.instruments.catalog), not per request."""
+
+    __tablename__ = "instruments"
+    __table_args__ = (
+        CheckConstraint("status IN ('LISTED', 'HALTED', 'DELISTED')", name="status_known"),
+        CheckConstraint("market IN ('KOSPI', 'KOSDAQ', 'KONEX')", name="market_known"),
+    )
+
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)  # bus form, A005930
+    isin: Mapped[str] = mapped_column(String(12))
+    name: Mapped[str] = mapped_column(String(64))  # Korean, as in the master
+    name_en: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    market: Mapped[str] = mapped_column(String(8))  # relayer.krx.Market
+    kind: Mapped[str] = mapped_column(String(16))  # relayer.krx.SecurityKind
+    status: Mapped[str] = mapped_column(String(8))  # relayer.master.ListingStatus
+    base_price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # 기준가, KRW
+    market_cap: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # 억원; ranking
+    initials: Mapped[str] = mapped_column(String(64))  # api.instruments.hangul.initials(name)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+
+
+class UserEvent(Base):
+    """One event of a user's `orders` stream (api.streams.events): an order's change, a fill, a
+    cash movement, as the stream sends it. Written in the transaction that makes the change,
+    under the user's account lock, so per user the ids (the stream's offsets) increase in
+    commit order. Deleted by the fills worker once older than USER_EVENTS_RETENTION_S."""
+
+    __tablename__ = "user_events"
+    __table_args__ = (
+        Index("ix_user_events_user_id_id", "user_id", "id"),  # a replay from an offset
+        Index("ix_user_events_created_at", "created_at"),  # the purge's question
+        # SQLite reuses the highest rowid after a delete without AUTOINCREMENT: an offset
+        # handed out once would be handed out again, and a client would skip the new event.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(16))  # api.streams.events.EventType
+    event: Mapped[str] = mapped_column(String(32))  # what happened: created, filled, deposit...
+    data: Mapped[str] = mapped_column(Text)  # JSON, the `data` of the stream message
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+
+
+class UserEventWatermark(Base):
+    """The highest id of a user's events the purge has deleted: a client resuming from below
+    it has missed events and gets `reset` (api.streams.events.is_expired)."""
+
+    __tablename__ = "user_event_watermarks"
+
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"),
+                                         primary_key=True, autoincrement=False)
+    purged_upto: Mapped[int] = mapped_column(BigInteger)
+
+
+class AccountSnapshot(Base):
+    """An account at one trading day's close (api.performance.snapshots), written once by the
+    fills worker's snapshot job: the daily points of the performance history. Everything since
+    the user's previous snapshot is counted on this one: the ledger rows with ids in
+    (previous `ledger_upto`, `ledger_upto`], read in the transaction that valued the account,
+    so `equity - base_equity - net_flows` is exactly the P&L between the two
+    (docs/api/PERFORMANCE.md). Never updated; (user_id, day) is unique, so a rerun writes
+    nothing twice."""
+
+    __tablename__ = "account_snapshots"
+    __table_args__ = (
+        # The history's question (a user's days in a range) reads this index alone.
+        UniqueConstraint("user_id", "day", name="uq_account_snapshots_user_id_day"),
+        Index("ix_account_snapshots_day", "day"),  # the job's question: who lacks a day
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"))
+    day: Mapped[date] = mapped_column(Date)  # the trading day (KST date) whose close this is
+    cash: Mapped[int] = mapped_column(BigInteger)
+    market_value: Mapped[int] = mapped_column(BigInteger)  # open positions at the quotes
+    equity: Mapped[int] = mapped_column(BigInteger)  # cash + market_value
+    # The previous snapshot's equity; 0 on a user's first (which counts every flow since the
+    # account was opened).
+    base_equity: Mapped[int] = mapped_column(BigInteger)
+    # DEPOSIT, WITHDRAW, PAYMENT and REFUND rows since the previous snapshot, signed.
+    net_flows: Mapped[int] = mapped_column(BigInteger)
+    realized_pnl: Mapped[int] = mapped_column(BigInteger)  # cumulative: sum of positions'
+    fees: Mapped[int] = mapped_column(BigInteger)  # FEE rows since the previous snapshot
+    taxes: Mapped[int] = mapped_column(BigInteger)  # TAX rows since the previous snapshot
+    ledger_upto: Mapped[int] = mapped_column(BigInteger)  # the last ledger row counted; 0: none
+    # Open positions valued at their book cost for want of a quote.
+    unpriced_positions: Mapped[int] = mapped_column(Integer)
+    priced_at: Mapped[datetime] = mapped_column(UtcDateTime())  # when it was valued
+    # Taken after the next trading day had begun (the worker was down): valued at the holdings
+    # and quotes of `priced_at`, not of the close.
+    late: Mapped[bool] = mapped_column(Boolean)
+
+
+class Portfolio(Base):
+    """One of a user's portfolios (api.portfolios). Its money, orders and history are those of
+    its account, a users row: the owner himself for the default portfolio, a `portfolio`-role
+    user for every other one. Deleting one sets `deleted_at` and keeps the account's rows (its
+    history); live names are unique per owner (checked under the owner's account lock: a
+    deleted portfolio keeps its name, so the database cannot hold that rule)."""
+
+    __tablename__ = "portfolios"
+    __table_args__ = (Index("ix_portfolios_owner_id", "owner_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # A user's portfolios go with him (as his refresh tokens do); the money history of their
+    # accounts does not cascade (ledger, orders, ... refer to the users rows without it).
+    owner_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"),
+                                            unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+    is_default: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -6,6 +6,7 @@ depends on, when the document is built (`document_errors`):
 
     needs a bearer token (`CurrentUser`)          401 not_authenticated, invalid_token, ...
     needs the admin role (`AdminUser`)            403 admin_required
+    acts on a portfolio (`AccountId`)             404 portfolio_not_found (X-Portfolio-Id)
     has parameters or a body                      422 validation_error
     reads a body                                  400 malformed_body, 413 request_too_large
     uses Redis or the database (an /api route)    503 redis_unavailable, database_unavailable
@@ -27,8 +28,9 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 
 from api.auth.deps import admin_principal, current_principal
-from api.deps import get_db, get_redis, get_resources
+from api.deps import get_resources
 from api.errors import PROBLEM_JSON
+from api.portfolios.deps import PORTFOLIO_NOT_FOUND, account_of_request
 
 Responses = dict[int | str, dict[str, Any]]
 
@@ -146,12 +148,13 @@ def _add_shared_answers(responses: dict[str, Any], route: RouteContext) -> None:
         statuses += [400, 413]
     elif "requestBody" in (route.openapi_extra or {}):
         statuses.append(413)  # a body the route reads raw: never parsed by FastAPI
-    if (route.path_format or "").startswith("/api/") and calls & {get_db, get_redis,
-                                                                    get_resources}:
+    if (route.path_format or "").startswith("/api/") and get_resources in calls:
         statuses.append(503)
     statuses.append(431)  # any request: the server refuses the head before the app sees it
     for status in statuses:
         _merge(responses, status, _SHARED[status])
+    if account_of_request in calls:
+        _merge(responses, 404, PORTFOLIO_NOT_FOUND)
     for key in ("429", "503"):
         if key in responses:
             responses[key].setdefault("headers", _RETRY_AFTER)

@@ -20,11 +20,15 @@ from redis.maint_notifications import MaintNotificationsConfig
 from api.auth.passwords import Passwords
 from api.auth.tokens import AccessTokenCache
 from api.db import Database, make_engine
+from api.instruments.catalog import InstrumentCatalog
+from api.market.rules import TradingRules
 from api.models import utc_now
 from api.payments.portone import PortOne
 from api.quotes.cache import QuoteCache
 from api.settings import ApiSettings
+from api.streams.events import EventPublisher
 from relayer.bus import BusNames, TopicTemplate
+from relayer.market_calendar import MarketCalendar, market_calendar
 
 
 def redis_pool(url: str, *, socket_timeout: float, connect_timeout: float,
@@ -46,6 +50,11 @@ def redis_pool(url: str, *, socket_timeout: float, connect_timeout: float,
     A retried command may have run once already if the connection died after Redis read it;
     every API command is a read, a set operation or a publish that tolerates that (a failed
     login counted twice, at worst).
+
+    A plain pool, not redis-py's blocking one: that one takes an asyncio lock on every command,
+    and under load its hand-offs alone passed its wait (a 503 from a healthy Redis in CI).
+    Bursts beyond the pool come from the live stream's snapshots, which the stream bounds
+    itself (api.streams.fanout, STREAM_SNAPSHOT_CONCURRENCY).
     """
     return Redis.from_url(
         url,
@@ -71,6 +80,12 @@ class Resources:
     access_tokens: AccessTokenCache
     portone: PortOne
     passwords: Passwords
+    trading_rules: TradingRules
+    # Every instrument, in memory (refreshed from SQL every INSTRUMENTS_REFRESH_S).
+    instruments: InstrumentCatalog
+    # When the market trades (relayer.market_calendar): sessions, trading days, closes.
+    # MARKET_CALENDAR's, built once per process (a `krx` one precomputes its days).
+    calendar: MarketCalendar
     # "Now" for rules that depend on the day (the daily deposit cap); tests put their own.
     clock: Callable[[], datetime] = utc_now
 
@@ -89,11 +104,13 @@ class Resources:
                              connect_timeout_s=settings.database_connect_timeout_s,
                              read_timeout_s=settings.database_read_timeout_s,
                              lock_wait_timeout_s=math.ceil(settings.database_deadline_s))
+        # After each commit that recorded user events, a nudge to the stream servers.
+        events = EventPublisher.connect(settings.redis_url, settings.names, timeout_s=timeout)
         db = Database(engine, deadlock_retries=settings.database_deadlock_retries,
-                      deadline_s=settings.database_deadline_s)
+                      deadline_s=settings.database_deadline_s, commit_listener=events)
         return cls(settings, db,
                    redis, blocking_redis,
-                   BusNames(settings.stocking_ns), TopicTemplate(settings.relayer_topic_template),
+                   settings.names, settings.topics,
                    QuoteCache(settings.quote_cache_ttl_s),
                    AccessTokenCache(settings.signing_key()),
                    PortOne(api_secret=settings.portone_v2_api_secret.get_secret_value(),
@@ -101,7 +118,10 @@ class Resources:
                            base_url=settings.portone_api_base_url,
                            store_id=settings.portone_store_id,
                            timeout_s=settings.portone_timeout_s),
-                   Passwords(settings.password_hash_profile))
+                   Passwords(settings.password_hash_profile),
+                   TradingRules.of(settings),
+                   InstrumentCatalog(db, settings.instruments_refresh_s),
+                   market_calendar(settings))
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -1,6 +1,7 @@
 """The worker Gunicorn runs (`worker_class` in gunicorn.conf.py): uvicorn-worker's
 UvicornWorker, speaking HTTP/1.1 through httptools as before, with one addition: a limit on
-the request head (request line plus headers), MAX_REQUEST_HEADER_BYTES.
+the request head (request line plus headers), MAX_REQUEST_HEADER_BYTES, and a WebSocket
+protocol with direct frame writes for the live stream (api.streams.frames).
 
 Why here, in the HTTP protocol: nothing else limits the head. Gunicorn's own
 `limit_request_line` / `limit_request_field_size` / `limit_request_fields` belong to its
@@ -27,6 +28,8 @@ from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]  # no p
 from api.errors import PROBLEM_JSON
 from api.limits import problem_bytes
 from api.settings import ApiSettings
+from api.stopping import signal_stopping
+from api.streams.frames import FrameWritingWebSocketsProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +91,13 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._new_head()  # the next request on this connection
 
+    def shutdown(self) -> None:
+        """The server is stopping: tell the app first (api.stopping), so that an endless
+        response (an SSE stream) ends now; Uvicorn only stops keep-alive on a connection
+        whose response is still being sent, and then waits for it."""
+        signal_stopping(self.app_state)
+        super().shutdown()
+
     def send_400_response(self, msg: str) -> None:
         if not self._head_refused:  # already answered, with the 431
             super().send_400_response(msg)
@@ -114,9 +124,18 @@ def with_head_limit(max_head_bytes: int) -> type[HeadLimitedHttpToolsProtocol]:
 
 
 class Worker(UvicornWorker):  # type: ignore[misc]  # untyped base
-    """UvicornWorker with the limited protocol. The limit is read in the worker process,
-    just before it serves, from the same settings the app reads."""
+    """UvicornWorker with the limited HTTP protocol, and the WebSocket protocol that lets the
+    live stream write a tick's frame once for all its clients (api.streams.frames). The limit
+    is read in the worker process, just before it serves, from the same settings the app
+    reads."""
 
     def init_process(self) -> None:
         self.config.http = with_head_limit(ApiSettings().max_request_header_bytes)
+        self.config.ws = FrameWritingWebSocketsProtocol
+        # Uvicorn tells Gunicorn it is alive once `timeout_notify` seconds have passed since
+        # it last did, checking once a second from its event loop; uvicorn-worker sets that to
+        # half of Gunicorn's `timeout`, which leaves a busy loop (one whose once-a-second check
+        # runs late) only the other half before Gunicorn kills it (measured: both workers
+        # killed while streaming to 5,000 clients). A sixth keeps five sixths for lateness.
+        self.config.timeout_notify = max(1, self.cfg.timeout // 6)
         super().init_process()

@@ -1,8 +1,11 @@
-"""The API's settings: every one an environment variable with a development default.
+"""The API's settings (the fills worker's too): every one an environment variable with a
+development default.
 
-Field names are the environment variable names in lower case, as in `relayer.settings`. Built
-once in the entry point (`api.main`, or a test) and passed to `create_app`; nothing else reads
-the environment. Development defaults are refused in production (`STOCKING_ENV=production`).
+Field names are the environment variable names in lower case, as in `relayer.settings`; what
+every process shares (Redis, the namespace, the topic template) comes from
+`relayer.shared_settings`. Built once in the entry point (`api.main`, `api.fills`, or a test)
+and passed to `create_app`; nothing else reads the environment. Development defaults are refused
+in production (`STOCKING_ENV=production`). A settings object is never changed once built.
 """
 
 from __future__ import annotations
@@ -10,18 +13,20 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import secrets
-from datetime import time
 from decimal import Decimal
-from enum import StrEnum
+from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.auth.passwords import PasswordProfile
+from api.auth.signing_key import development_key_wanted, draw_development_key
+from api.market.taxes import DEFAULT_SCHEDULE_FILE, TaxSchedule
 from api.payments.catalog import DEFAULT_PRODUCTS, Product, check_catalog
+from relayer.shared_settings import Environment as Environment  # re-exported: its old home
+from relayer.shared_settings import SharedSettings
 
-DEFAULT_TOPIC_TEMPLATE = "/topic/v1/kr/stock/trade/{code}"
 JWT_MIN_KEY_BYTES = 32
 
 # PortOne development placeholders: PortOne refuses them, they cannot be mistaken for real
@@ -34,11 +39,6 @@ DEV_PORTONE_WEBHOOK_SECRET = "whsec_ZGV2ZWxvcG1lbnQtb25seS13ZWJob29rLXNlY3JldA==
 WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
-class Environment(StrEnum):
-    DEVELOPMENT = "development"
-    PRODUCTION = "production"
-
-
 class DatabaseSettings(BaseSettings):
     """Just DATABASE_URL, for tools that need nothing else (migrations)."""
 
@@ -47,20 +47,13 @@ class DatabaseSettings(BaseSettings):
     database_url: str = "sqlite:///./stocking.db"
 
 
-class ApiSettings(BaseSettings):
-    # hide_input_in_errors: a refused start (say, a placeholder in production) must not print
-    # the environment it was given, secrets included, into the logs.
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore",
-                                      hide_input_in_errors=True)
+class ApiSettings(SharedSettings, DatabaseSettings):
+    # STOCKING_ENV (`Environment`, importable from here as before) and the market calendar's
+    # settings (MARKET_CALENDAR, MARKET_SESSIONS, MARKET_SPECIAL_SESSIONS, MARKET_CLOSE_KST)
+    # are shared with the relayer and the simulator: relayer.shared_settings.
 
-    stocking_env: Environment = Environment.DEVELOPMENT
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    stocking_ns: str = "stocking"
-    database_url: str = "sqlite:///./stocking.db"
-    relayer_topic_template: str = DEFAULT_TOPIC_TEMPLATE
-
-    # Auth. In development an unset key becomes a random one (gunicorn.conf.py draws it once in
-    # the master so that every worker shares it); production refuses to start without one.
+    # Auth. In development an unset key becomes a random one, drawn when the settings are built
+    # (api.auth.signing_key); production refuses to start without one.
     jwt_secret_key: SecretStr | None = None
     jwt_access_ttl_s: int = Field(900, gt=0)
     jwt_refresh_ttl_s: int = Field(14 * 24 * 3600, gt=0)
@@ -92,6 +85,9 @@ class ApiSettings(BaseSettings):
     # HEXISTS), restoring it at once when Redis has lost it (api.subscriptions.restore).
     subscriptions_restore_interval_s: float = Field(1.0, gt=0)
     relayer_health_max_age_s: float = Field(5.0, gt=0)
+    # How old each worker's copy of the instruments master may grow before it is re-read in
+    # the background (api.instruments.catalog): an import shows in other processes within it.
+    instruments_refresh_s: float = Field(60.0, gt=0)
 
     # SQL.
     # Per worker, plus as many overflow connections. Sized for the thread pool (40): a new
@@ -122,22 +118,31 @@ class ApiSettings(BaseSettings):
     # is one more key in the watchlist answer's quote MGET).
     watchlists_max_per_user: int = Field(20, gt=0)
     watchlist_max_items: int = Field(100, gt=0)
+    # Portfolios a user may have at once, the default one included (api.portfolios).
+    max_portfolios_per_user: int = Field(5, gt=0)
 
     # Trading (docs/TRADING.md). Rates are exact decimals: 0.00015 is
-    # 0.015%. Costs are rounded down to the whole won.
+    # 0.015%. Costs are rounded down to the whole won. An order's first fill pays at least
+    # `commission_min_krw` (most Korean online brokers have no minimum: 0).
     commission_rate: Decimal = Field(Decimal("0.00015"), ge=0, lt=1)
-    sell_tax_rate: Decimal = Field(Decimal("0.0020"), ge=0, lt=1)
-    # DAY orders expire at this KST wall-clock time (the KRX regular session closes at 15:30).
-    market_close_kst: time = time(15, 30)
+    commission_min_krw: int = Field(0, ge=0, le=100_000)
+    # The sell taxes by market, kind and date (api/market/sell_taxes.toml is the default).
+    sell_tax_schedule_file: Path = DEFAULT_SCHEDULE_FILE
     order_max_quantity: int = Field(1_000_000, gt=0)
     # Live (resting) orders one user may have at once: each is work for the fills worker.
     orders_max_open_per_user: int = Field(100, gt=0)
     # Idempotency-Key answers are kept at least this long, then purged by the fills worker.
     idempotency_key_ttl_s: int = Field(24 * 3600, ge=24 * 3600)
+    # A user's stream events (api.streams.events) are kept at least this long, so a client
+    # may resume after a disconnect that short; then the fills worker purges them.
+    user_events_retention_s: int = Field(24 * 3600, ge=24 * 3600)
     # The fills worker (api.fills): stream entries per read, and how long a read blocks.
     fills_batch_size: int = Field(500, gt=0)
     fills_block_ms: int = Field(1000, gt=0)
     fills_consumer_group: str = "fills"
+    # The daily snapshots (api.performance.snapshots, issue 15): accounts valued and written
+    # per transaction (their account rows are locked for its length: keep it small).
+    snapshot_batch_size: int = Field(200, gt=0, le=5000)
 
     # Payments (PortOne V2, docs/PAYMENTS.md). The products a payment can buy, and PortOne's
     # coordinates: the store and channel the browser SDK pays into, the V2 API secret our
@@ -169,13 +174,64 @@ class ApiSettings(BaseSettings):
     max_request_body_bytes: int = Field(1024 * 1024, gt=0)
     max_request_header_bytes: int = Field(32 * 1024, ge=1024)
 
-    log_level: str = "INFO"
+    # The live stream (api.streams, docs/api/STREAMS.md). A WebSocket client without an
+    # Authorization header authenticates by its first message within STREAM_AUTH_TIMEOUT_S;
+    # when its token expires it has STREAM_AUTH_GRACE_S to send a new one.
+    stream_auth_timeout_s: float = Field(5.0, gt=0)
+    stream_auth_grace_s: float = Field(30.0, gt=0)
+    # Instrument codes one connection may watch at once (each is a snapshot to send and a
+    # Redis channel of the worker's).
+    stream_max_codes: int = Field(100, gt=0)
+    # The server's `ping` every STREAM_HEARTBEAT_S (an SSE comment line); a WebSocket client
+    # that sends nothing for STREAM_IDLE_TIMEOUT_S is closed (4408).
+    stream_heartbeat_s: float = Field(15.0, gt=0)
+    stream_idle_timeout_s: float = Field(60.0, gt=0)
+    # A slow client is closed (4429): one send blocked this long, or more than
+    # STREAM_MAX_PENDING messages other than quote updates waiting (updates are coalesced to
+    # the latest per code, so they never pile up).
+    stream_send_timeout_s: float = Field(5.0, gt=0)
+    stream_max_pending: int = Field(1000, gt=0)
+    # Orders channel: events read from SQL per query (at most 1000); every subscription
+    # re-reads SQL every STREAM_ORDERS_RECHECK_S besides each notification (one lost while
+    # Redis was away delays an event by that much at most).
+    stream_orders_batch: int = Field(200, gt=0, le=1000)
+    stream_orders_recheck_s: float = Field(10.0, gt=0)
+    # The worker's hub (api.streams.fanout): how often it reads the relayer's health hash
+    # (a reconnect upstream is a `gap`) and the market calendar (a `market` message); how long
+    # a Redis SUBSCRIBE may take to be confirmed; a PING on its pub/sub connection every
+    # STREAM_REDIS_PING_S (three unanswered: reconnect); its longest pause between reconnects.
+    stream_relayer_poll_s: float = Field(1.0, gt=0)
+    stream_market_poll_s: float = Field(1.0, gt=0)
+    stream_subscribe_timeout_s: float = Field(2.0, gt=0)
+    # Snapshot reads (one MGET each) a worker's hub runs at once; more wait their turn, so a
+    # burst of subscriptions never takes the whole Redis pool (API_REDIS_MAX_CONNECTIONS)
+    # that requests need.
+    stream_snapshot_concurrency: int = Field(8, gt=0)
+    stream_redis_ping_s: float = Field(5.0, gt=0)
+    stream_redis_retry_max_s: float = Field(2.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _draw_development_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and development_key_wanted(
+                data.get("stocking_env"), data.get("jwt_secret_key") is not None):
+            return {**data, "jwt_secret_key": draw_development_key()}
+        return data
 
     @field_validator("payment_products")
     @classmethod
     def _unique_products(cls, products: tuple[Product, ...]) -> tuple[Product, ...]:
         check_catalog(products)
         return products
+
+    @field_validator("sell_tax_schedule_file")
+    @classmethod
+    def _readable_tax_schedule(cls, path: Path) -> Path:
+        try:
+            TaxSchedule.load(path)  # refused at startup, not at the first sale
+        except OSError as exc:
+            raise ValueError(f"cannot read the tax schedule {path}: {exc}") from exc
+        return path
 
     @field_validator("portone_api_base_url")
     @classmethod
@@ -240,9 +296,8 @@ class ApiSettings(BaseSettings):
         return self
 
     def signing_key(self) -> str:
-        """The JWT key; in development a per-process random one when none is configured."""
-        if self.jwt_secret_key is None:
-            self.jwt_secret_key = SecretStr(secrets.token_urlsafe(48))
+        """The JWT key (in development, the drawn one when none is configured)."""
+        assert self.jwt_secret_key is not None  # drawn, or refused by the validator
         return self.jwt_secret_key.get_secret_value()
 
     def serves_api_docs(self) -> bool:

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager, suppress
 
 from api.db import is_unavailable
 from api.resources import Resources
+from relayer.backoff import Backoff, Jitter
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,11 @@ StartupHook = Callable[[Resources], Awaitable[None]]
 # Pauses between background attempts: the first soon (a restart takes seconds), then capped.
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 5.0
+
+
+def retry_pauses() -> Backoff:
+    # No jitter: one attempt every few seconds per worker is no storm, and the log reads plainly.
+    return Backoff(RETRY_INITIAL_S, RETRY_MAX_S, jitter=Jitter.NONE)
 
 
 @asynccontextmanager
@@ -53,12 +59,13 @@ async def startup_hooks(hooks: Sequence[StartupHook],
 
 
 async def _until_done(hooks: Sequence[StartupHook], resources: Resources) -> None:
-    pause = RETRY_INITIAL_S
-    await asyncio.sleep(pause)
+    pauses = retry_pauses()
+    await asyncio.sleep(pauses.next_delay())
     for hook in hooks:
-        while not await _done(hook, resources):
-            pause = min(RETRY_MAX_S, pause * 2)
-            await asyncio.sleep(pause)
+        done = await _done(hook, resources)
+        while not done:
+            await asyncio.sleep(pauses.next_delay())
+            done = await _done(hook, resources)
     logger.info("startup: finished now that the database answers")
 
 

@@ -1,18 +1,18 @@
-"""Builds the upstream adapter that RELAYER_UPSTREAM names, from the settings."""
+"""Builds the upstream adapter that RELAYER_UPSTREAM names, from the settings: the one place
+where settings become an adapter's options (`StompOptions`, `KisOptions`) and credentials."""
 
 from __future__ import annotations
 
 import httpx
 from pydantic import SecretStr
 
-from relayer.bus import TopicTemplate
 from relayer.credentials import (
     ConnectHeaderSource,
     StaticHeaders,
     TossGuestKey,
     static_connect_headers,
 )
-from relayer.kis_session import KisConnector
+from relayer.kis_session import KisConnector, KisCredentials, KisOptions
 from relayer.settings import RelayerSettings, TossAuth, UpstreamKind
 from relayer.stomp_session import StompConnector, StompOptions
 from relayer.upstream import Connector
@@ -21,23 +21,31 @@ TOSS_ORIGIN = "https://www.tossinvest.com"
 
 
 def build_connector(settings: RelayerSettings, http: httpx.AsyncClient) -> Connector:
+    if settings.relayer_upstream is UpstreamKind.KIS:
+        return _kis_connector(settings, http)
+    return _stomp_connector(settings, http)
+
+
+def _kis_connector(settings: RelayerSettings, http: httpx.AsyncClient) -> KisConnector:
+    options = KisOptions(
+        url=settings.upstream_url,
+        topics=settings.topics,
+        rest_url=settings.kis_rest_url,
+        tr_id=settings.kis_tr_id,
+        custtype=settings.kis_custtype,
+        ack_timeout_s=settings.relayer_receipt_timeout_s,
+        connect_timeout_s=settings.relayer_connect_timeout_s,
+        ws_ping_interval_s=settings.relayer_ws_ping_interval_s,
+        ws_ping_timeout_s=settings.relayer_ws_ping_timeout_s,
+    )
+    credentials = KisCredentials(app_key=_secret(settings.kis_app_key),
+                                 app_secret=_secret(settings.kis_app_secret),
+                                 approval_key=_secret(settings.kis_approval_key))
+    return KisConnector(options, credentials, http)
+
+
+def _stomp_connector(settings: RelayerSettings, http: httpx.AsyncClient) -> StompConnector:
     kind = settings.relayer_upstream
-    if kind is UpstreamKind.KIS:
-        return KisConnector(
-            url=settings.upstream_url,
-            topics=TopicTemplate(settings.relayer_topic_template),
-            http=http,
-            rest_url=settings.kis_rest_url,
-            app_key=_secret(settings.kis_app_key),
-            app_secret=_secret(settings.kis_app_secret),
-            static_approval_key=_secret(settings.kis_approval_key),
-            tr_id=settings.kis_tr_id,
-            custtype=settings.kis_custtype,
-            ack_timeout_s=settings.relayer_receipt_timeout_s,
-            connect_timeout_s=settings.relayer_connect_timeout_s,
-            ws_ping_interval_s=settings.relayer_ws_ping_interval_s,
-            ws_ping_timeout_s=settings.relayer_ws_ping_timeout_s,
-        )
     static = static_connect_headers(settings)
     credentials: ConnectHeaderSource = StaticHeaders(static)
     if kind is UpstreamKind.TOSS and settings.relayer_toss_auth is TossAuth.GUEST:
@@ -63,4 +71,4 @@ def build_connector(settings: RelayerSettings, http: httpx.AsyncClient) -> Conne
 
 
 def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if isinstance(value, SecretStr) else None
+    return value.get_secret_value() if value is not None else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -24,9 +25,6 @@ DEFAULT_NAMESPACE = "stocking"
 
 # KRX instrument code: "A" + 6 characters; newer codes carry letters (A0080G0, say).
 INSTRUMENT_CODE = re.compile(r"A[0-9A-Z]{6}")
-
-# Field name of the quote JSON inside a `NS:ticks` stream entry.
-STREAM_QUOTE_FIELD = "q"
 
 
 class CommandType(StrEnum):
@@ -69,6 +67,12 @@ class BusNames:
     def tick_channel_pattern(self) -> str:
         """PSUBSCRIBE pattern matching every instrument's tick channel."""
         return f"{self.ns}:ticks:*"
+
+    def user_events(self, user_id: int) -> str:
+        """Pub/sub channel nudging a user's `orders` streams: after a transaction that recorded
+        events for the user commits, its new highest offset (decimal text). Only a nudge: the
+        events themselves are read from SQL (api.streams.events)."""
+        return f"{self.ns}:events:{user_id}"
 
     @property
     def tick_stream(self) -> str:
@@ -184,6 +188,13 @@ class Quote:
     ending in `Z` (`ts`: when the trade printed upstream; `received_at`: when the relayer read it).
     `seq` increases with every tick a relayer reads, across restarts (docs/RELAYER.md,
     "Ticks into Redis"); the durable identity of a tick is its stream entry id.
+
+    `tick_id` is that stream entry id, carried by the quote at `NS:quote:{code}` (and on its
+    channel): the relayer's script appends it when it stores the quote, so an order priced by
+    the latest quote names the same print as the fills worker reading the stream
+    (docs/TRADING.md, "One print's volume"). The relayer builds quotes without it, and a
+    stream entry's own copy has none (its entry id is it). It is not part of a quote's value
+    (`compare=False`): the print read from the stream equals the one read from its key.
     """
 
     code: str
@@ -206,6 +217,7 @@ class Quote:
     ts: str
     received_at: str
     seq: int
+    tick_id: str | None = field(default=None, compare=False)
 
     def to_json(self) -> bytes:
         # A dict literal rather than orjson's native dataclass support: the relayer encodes
@@ -213,7 +225,8 @@ class Quote:
         # purpose too: orjson 3.13 returns bytes with ~8 KiB allocated behind a ~400-byte quote,
         # and the relayer buffers thousands (measured: one page fault per tick without it).
         # tests/relayer/test_bus.py checks that this stays in step with the fields.
-        return bytes(memoryview(orjson.dumps({
+        # `tick_id` is written only when known (never by the relayer itself: its script adds it).
+        data = {
             "code": self.code, "price": self.price, "base": self.base, "change": self.change,
             "change_rate": self.change_rate, "change_type": self.change_type,
             "volume": self.volume, "cum_volume": self.cum_volume, "cum_amount": self.cum_amount,
@@ -221,16 +234,22 @@ class Quote:
             "open": self.open, "high": self.high, "low": self.low, "session": self.session,
             "exchange": self.exchange, "currency": self.currency, "ts": self.ts,
             "received_at": self.received_at, "seq": self.seq,
-        })))
+        }
+        if self.tick_id is not None:
+            data["tick_id"] = self.tick_id
+        return bytes(memoryview(orjson.dumps(data)))
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Quote:
         """Decode a stored quote; raises MalformedQuote for anything the relayer never writes."""
         data = decode_quote(raw)
-        return cls(**{name: data[name] for name in _QUOTE_FIELDS})
+        return cls(**{name: data[name] for name in _QUOTE_FIELDS}, tick_id=data.get("tick_id"))
 
 
-_QUOTE_FIELDS = tuple(Quote.__dataclass_fields__)
+# The fields every quote carries; `tick_id` only the stored one (decoded separately).
+_QUOTE_FIELDS = tuple(name for name in Quote.__dataclass_fields__ if name != "tick_id")
+# A stream entry id as Redis writes it (`ms-seq`).
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
 class MalformedQuote(ValueError):
@@ -277,6 +296,9 @@ def decode_quote(raw: bytes | str) -> dict[str, Any]:
         ok = ok and type(data[name]) is str
     for name in _OPTIONAL_TEXTS:
         ok = ok and (data[name] is None or type(data[name]) is str)
+    tick_id = data.get("tick_id")
+    ok = ok and (tick_id is None or (type(tick_id) is str
+                                     and _STREAM_ID.fullmatch(tick_id) is not None))
     if not ok:
         raise MalformedQuote(_why_malformed(data))
     return data
@@ -307,7 +329,37 @@ def _why_malformed(data: Any) -> str:
     code = data["code"]
     if type(code) is not str or not INSTRUMENT_CODE.fullmatch(code):
         return f"code is not an instrument code: {code!r:.40}"
+    tick_id = data.get("tick_id")
+    if tick_id is not None and (type(tick_id) is not str or not _STREAM_ID.fullmatch(tick_id)):
+        return f"tick_id is not a stream entry id: {tick_id!r:.40}"
     return f"ts is not a trade time YYYY-MM-DDTHH:MM:SSZ: {data['ts']!r:.40}"
+
+
+# --------------------------------------------------------------------------------------------
+# The tick stream
+
+# Field name of the quote JSON inside a `NS:ticks` stream entry.
+STREAM_QUOTE_FIELD = "q"
+_STREAM_QUOTE_FIELD_BYTES = STREAM_QUOTE_FIELD.encode()
+
+# The id before every entry of a stream: what an empty (or missing) `NS:ticks` stands for, and
+# what Redis reports as a consumer group's last delivered id before it was given anything.
+EMPTY_STREAM_ID = "0-0"
+
+
+def stream_entry_quote(fields: Mapping[bytes | str, bytes | str]) -> Quote:
+    """The quote in one `NS:ticks` stream entry (its field `STREAM_QUOTE_FIELD`, whichever way
+    the client returns names); raises MalformedQuote like `Quote.from_json`."""
+    raw = fields.get(_STREAM_QUOTE_FIELD_BYTES) or fields.get(STREAM_QUOTE_FIELD)
+    if raw is None:
+        raise MalformedQuote(f"no {STREAM_QUOTE_FIELD!r} field in the stream entry")
+    return Quote.from_json(raw)
+
+
+def stream_id_key(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (`ms-seq`) as a tuple that orders like the stream does."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,41 +438,126 @@ class ActiveSubscription:
         return cls(sub_id=str(data["sub_id"]), since=str(data["since"]))
 
 
-# Fields of the `NS:relayer:health` hash. Every value is a string (Redis hash semantics).
-HEALTH_FIELDS = (
-    "state",
-    "upstream",
-    "instance",
-    "pid",
-    "host",
-    "started_at",
-    "connected_at",
-    "last_tick_at",
-    "last_write_at",
-    "ticks_total",
-    "ticks_written_total",
-    "malformed_total",
-    "dropped_total",
-    "reconnects",
-    "subscriptions",
-    "rejected_topics",
-    "updated_at",
-)
+# --------------------------------------------------------------------------------------------
+# Health hashes
+#
+# Every value in a Redis hash is a string. On the bus "" means "none" (a time not reached yet,
+# no entry read yet): `to_hash` writes None as "", and `from_hash` reads "" (or a missing field)
+# as None.
+
+# A hash as redis-py returns it (HGETALL): bytes, or text from a client that decodes responses.
+HashReply = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str]
 
 
-def decode_health(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
-    """Decode the health hash into typed values (missing fields are None)."""
-    text = {_text(k): _text(v) for k, v in raw.items()}
-    health: dict[str, Any] = {name: text.get(name) for name in HEALTH_FIELDS}
-    for name in ("pid", "ticks_total", "ticks_written_total", "malformed_total",
-                 "dropped_total", "reconnects", "subscriptions"):
-        if health[name] is not None:
-            health[name] = int(health[name])
-    health["rejected_topics"] = orjson.loads(health["rejected_topics"] or "[]")
-    return health
+@dataclass(frozen=True, slots=True)
+class RelayerHealth:
+    """The `NS:relayer:health` hash: the lease holder's figures (relayer.health writes it every
+    second with a short TTL; the API reads it for `/ready`, `/metrics`, `daemon/health` and the
+    command flow). Counts are decimal integers; `rejected_topics` is a JSON array, sorted."""
+
+    state: str | None = None  # a RelayerState value
+    upstream: str | None = None  # adapter and URL, never credentials
+    instance: str | None = None
+    pid: int | None = None
+    host: str | None = None
+    started_at: str | None = None
+    connected_at: str | None = None
+    last_tick_at: str | None = None
+    last_write_at: str | None = None
+    ticks_total: int | None = None  # ticks read upstream
+    ticks_written_total: int | None = None  # ticks written into Redis
+    malformed_total: int | None = None
+    dropped_total: int | None = None
+    reconnects: int | None = None
+    subscriptions: int | None = None
+    rejected_topics: list[str] = field(default_factory=list)
+    updated_at: str | None = None
+
+    def to_hash(self) -> dict[str, str]:
+        """The hash as the relayer writes it: every field, in this order."""
+        return {name: orjson.dumps(sorted(self.rejected_topics)).decode()
+                if name == "rejected_topics" else _hash_value(getattr(self, name))
+                for name in HEALTH_FIELDS}
+
+    @classmethod
+    def from_hash(cls, raw: HashReply) -> RelayerHealth:
+        """Decode the hash (fields it does not know are ignored); raises ValueError for a count
+        that is not an integer or `rejected_topics` that is not a JSON array of strings."""
+        text = _hash_text(raw)
+        values: dict[str, Any] = {name: text.get(name) for name in HEALTH_FIELDS}
+        for name in _RELAYER_COUNTS:
+            if values[name] is not None:
+                values[name] = int(values[name])
+        rejected = values["rejected_topics"] = orjson.loads(values["rejected_topics"] or "[]")
+        if type(rejected) is not list or not all(type(topic) is str for topic in rejected):
+            raise ValueError(f"rejected_topics is not a JSON array of strings: {rejected!r:.80}")
+        return cls(**values)
 
 
-def _text(value: bytes | str) -> str:
+# Fields of the `NS:relayer:health` hash, in the order the relayer writes them.
+HEALTH_FIELDS = tuple(RelayerHealth.__dataclass_fields__)
+_RELAYER_COUNTS = ("pid", "ticks_total", "ticks_written_total", "malformed_total",
+                   "dropped_total", "reconnects", "subscriptions")
+
+
+def decode_health(raw: HashReply) -> dict[str, Any]:
+    """`RelayerHealth.from_hash` as a dict by field name, in `HEALTH_FIELDS` order (for tests
+    and scripts, which look fields up by name)."""
+    return asdict(RelayerHealth.from_hash(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class FillsHealth:
+    """The `NS:fills:health` hash: the fills worker's heartbeat (api.fills.worker writes it
+    every second with a short TTL; `/ready` reports it). `caught_up` is "1" or "0"."""
+
+    pid: int | None = None
+    updated_at: str | None = None
+    last_entry_id: str | None = None  # the last stream entry it processed
+    caught_up: bool | None = None  # its last read found no backlog
+    fills_total: int | None = None  # since the worker started
+    expired_total: int | None = None  # DAY orders expired since the worker started
+
+    def to_hash(self) -> dict[str, str]:
+        """The hash as the fills worker writes it: every field, in this order."""
+        caught_up = None if self.caught_up is None else int(self.caught_up)
+        return {"pid": _hash_value(self.pid), "updated_at": _hash_value(self.updated_at),
+                "last_entry_id": _hash_value(self.last_entry_id),
+                "caught_up": _hash_value(caught_up), "fills_total": _hash_value(self.fills_total),
+                "expired_total": _hash_value(self.expired_total)}
+
+    @classmethod
+    def from_hash(cls, raw: HashReply) -> FillsHealth:
+        """Decode the hash; never raises: a heartbeat is reported, not relied on, so a field
+        that is missing or unreadable is None."""
+        text = _hash_text(raw)
+        caught_up = text.get("caught_up")
+        return cls(pid=_int_or_none(text.get("pid")), updated_at=text.get("updated_at"),
+                   last_entry_id=text.get("last_entry_id"),
+                   caught_up=None if caught_up is None else caught_up == "1",
+                   fills_total=_int_or_none(text.get("fills_total")),
+                   expired_total=_int_or_none(text.get("expired_total")))
+
+
+def _hash_value(value: str | int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def _hash_text(raw: HashReply) -> dict[str, str]:
+    """A hash read from Redis as text, without its empty values ("" is "none" on the bus)."""
+    return {as_text(name): text for name, value in raw.items() if (text := as_text(value))}
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return None if text is None else int(text)
+    except ValueError:
+        return None
+
+
+def as_text(value: bytes | str) -> str:
+    """A name or value read from Redis as text: clients made with `decode_responses=False`
+    (every one of ours: quotes are passed on as bytes) hand back bytes."""
     return value.decode() if isinstance(value, bytes) else value
 
 

@@ -29,12 +29,10 @@ from redis.exceptions import RedisError
 
 from relayer.backoff import Backoff
 from relayer.bus import (
-    BusNames,
     Command,
     CommandResult,
     Quote,
     RelayerState,
-    TopicTemplate,
     format_utc,
 )
 from relayer.health import HealthReporter, RelayerStats
@@ -63,8 +61,8 @@ class Relayer:
         self._redis = redis
         self._pubsub_redis = pubsub_redis
         self._connector = connector
-        self._names = BusNames(settings.stocking_ns)
-        self._topics = TopicTemplate(settings.relayer_topic_template)
+        self._names = settings.names
+        self._topics = settings.topics
         self._instance = instance or uuid.uuid4().hex[:12]
         self.stats = RelayerStats(upstream=settings.upstream_display, instance=self._instance)
         self._builder = QuoteBuilder()

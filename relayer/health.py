@@ -11,11 +11,10 @@ import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import orjson
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
-from relayer.bus import BusNames, RelayerState, format_utc
+from relayer.bus import BusNames, RelayerHealth, RelayerState, format_utc
 
 
 @dataclass(slots=True)
@@ -37,7 +36,7 @@ class HealthReporter:
         self._key = names.relayer_health
         self._ttl_s = ttl_s
         self._host = socket.gethostname()
-        self._pid = str(os.getpid())
+        self._pid = os.getpid()
 
     async def write(
         self, stats: RelayerStats, *, subscriptions: int, rejected: list[str], dropped: int,
@@ -46,25 +45,17 @@ class HealthReporter:
         """`written` and `last_write_at` are the publisher's: ticks that reached Redis, and when
         the last write succeeded. `ticks_total` counts ticks read; while Redis fails it goes on
         rising and these stand still."""
-        fields: dict[FieldT, EncodableT] = {
-            "state": stats.state.value,
-            "upstream": stats.upstream,
-            "instance": stats.instance,
-            "pid": self._pid,
-            "host": self._host,
-            "started_at": stats.started_at,
-            "connected_at": stats.connected_at,
-            "last_tick_at": stats.last_tick_at,
-            "last_write_at": last_write_at,
-            "ticks_total": str(stats.ticks_total),
-            "ticks_written_total": str(written),
-            "malformed_total": str(stats.malformed_total),
-            "dropped_total": str(dropped),
-            "reconnects": str(stats.reconnects),
-            "subscriptions": str(subscriptions),
-            "rejected_topics": orjson.dumps(sorted(rejected)).decode(),
-            "updated_at": format_utc(datetime.now(UTC), millis=True),
-        }
+        health = RelayerHealth(
+            state=stats.state.value, upstream=stats.upstream, instance=stats.instance,
+            pid=self._pid, host=self._host, started_at=stats.started_at,
+            connected_at=stats.connected_at, last_tick_at=stats.last_tick_at,
+            last_write_at=last_write_at, ticks_total=stats.ticks_total,
+            ticks_written_total=written, malformed_total=stats.malformed_total,
+            dropped_total=dropped, reconnects=stats.reconnects, subscriptions=subscriptions,
+            rejected_topics=rejected, updated_at=format_utc(datetime.now(UTC), millis=True),
+        )
+        # (A copy, typed as redis-py asks: its mapping's key type is invariant.)
+        fields: dict[FieldT, EncodableT] = {name: value for name, value in health.to_hash().items()}
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self._key, mapping=fields)
             pipe.expire(self._key, self._ttl_s)

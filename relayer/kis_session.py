@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
@@ -46,47 +47,53 @@ logger = logging.getLogger(__name__)
 _APPROVAL_KEY_LIFETIME_S = 23 * 3600
 
 
-class KisConnector:
-    def __init__(
-        self,
-        *,
-        url: str,
-        topics: TopicTemplate,
-        http: httpx.AsyncClient,
-        rest_url: str,
-        app_key: str | None,
-        app_secret: str | None,
-        static_approval_key: str | None,
-        tr_id: str,
-        custtype: str,
-        ack_timeout_s: float,
-        connect_timeout_s: float,
-        ws_ping_interval_s: float,
-        ws_ping_timeout_s: float,
-    ) -> None:
-        if not static_approval_key and not (app_key and app_secret):
+@dataclass(frozen=True, slots=True)
+class KisOptions:
+    """How to reach Korea Investment and what to ask it for: one value, as `StompOptions` is for
+    the STOMP adapters (built from the settings in relayer.adapters)."""
+
+    url: str  # the realtime WebSocket
+    topics: TopicTemplate  # which instrument a topic of the desired set names
+    rest_url: str  # where approval keys are issued
+    tr_id: str  # the realtime service: H0STCNT0, domestic trades
+    custtype: str  # P (personal) or B (business)
+    ack_timeout_s: float  # per registration
+    connect_timeout_s: float
+    ws_ping_interval_s: float
+    ws_ping_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class KisCredentials:
+    """A static approval key, or the app key and secret to fetch one with. Secrets: never in a
+    repr, hence in no log line or traceback."""
+
+    app_key: str | None = field(default=None, repr=False)
+    app_secret: str | None = field(default=None, repr=False)
+    approval_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.approval_key and not (self.app_key and self.app_secret):
             raise ValueError("the kis upstream needs KIS_APPROVAL_KEY or KIS_APP_KEY and "
                              "KIS_APP_SECRET")
-        self._url = url
-        self._topics = topics
+
+
+class KisConnector:
+    def __init__(self, options: KisOptions, credentials: KisCredentials,
+                 http: httpx.AsyncClient) -> None:
+        self._options = options
+        self._credentials = credentials
         self._http = http
-        self._rest_url = rest_url
-        self._app_key = app_key
-        self._app_secret = app_secret
-        self._approval_key = static_approval_key
-        self._approval_key_expires = float("inf") if static_approval_key else 0.0
-        self._tr_id = tr_id
-        self._custtype = custtype
-        self._ack_timeout_s = ack_timeout_s
-        self._connect_timeout_s = connect_timeout_s
-        self._ping = (ws_ping_interval_s, ws_ping_timeout_s)
+        self._approval_key = credentials.approval_key
+        self._approval_key_expires = float("inf") if credentials.approval_key else 0.0
 
     async def _current_approval_key(self) -> str:
         if self._approval_key is None or time.monotonic() >= self._approval_key_expires:
-            assert self._app_key and self._app_secret
+            app_key, app_secret = self._credentials.app_key, self._credentials.app_secret
+            assert app_key and app_secret  # KisCredentials: no static key, so these
             try:
                 self._approval_key = await fetch_approval_key(
-                    self._http, self._rest_url, self._app_key, self._app_secret
+                    self._http, self._options.rest_url, app_key, app_secret
                 )
             except KisAuthError as exc:
                 if exc.status in (401, 403):
@@ -98,30 +105,31 @@ class KisConnector:
 
     async def open(self, sink: TickSink) -> KisSession:
         approval_key = await self._current_approval_key()
+        options = self._options
         try:
             ws = await connect(
-                self._url,
-                open_timeout=self._connect_timeout_s,
-                ping_interval=self._ping[0],
-                ping_timeout=self._ping[1],
+                options.url,
+                open_timeout=options.connect_timeout_s,
+                ping_interval=options.ws_ping_interval_s,
+                ping_timeout=options.ws_ping_timeout_s,
                 close_timeout=1.0,  # a stalled peer never answers the close handshake
                 proxy=None,
             )
         except InvalidStatus as exc:
             raise handshake_refused(exc.response.status_code) from exc
-        return KisSession(ws, self, approval_key, sink)
+        return KisSession(ws, options, approval_key, sink)
 
 
 class KisSession:
     def __init__(
         self,
         ws: ClientConnection,
-        connector: KisConnector,
+        options: KisOptions,
         approval_key: str,
         sink: TickSink,
     ) -> None:
         self._ws = ws
-        self._connector = connector
+        self._options = options
         self._approval_key = approval_key
         self._sink = sink
         self._active: dict[str, ActiveSubscription] = {}
@@ -139,7 +147,7 @@ class KisSession:
     async def subscribe(self, topics: list[str]) -> dict[str, UpstreamError | None]:
         results: dict[str, UpstreamError | None] = {}
         for topic in topics:
-            code = self._connector._topics.code(topic)
+            code = self._options.topics.code(topic)
             if code is None:
                 results[topic] = SubscribeRejected(topic, "not an instrument topic")
                 continue
@@ -168,16 +176,16 @@ class KisSession:
         tr_key = code[1:]
         future: asyncio.Future[KisAck] = asyncio.get_running_loop().create_future()
         self._acks[tr_key] = future
-        connector = self._connector
+        options = self._options
         try:
             await self._ws.send(subscribe_message(
-                self._approval_key, connector._tr_id, code, register=register,
-                custtype=connector._custtype,
+                self._approval_key, options.tr_id, code, register=register,
+                custtype=options.custtype,
             ))
-            async with asyncio.timeout(connector._ack_timeout_s):
+            async with asyncio.timeout(options.ack_timeout_s):
                 return await asyncio.shield(future)
         except TimeoutError as exc:
-            raise UpstreamError(f"no ack within {connector._ack_timeout_s:g}s") from exc
+            raise UpstreamError(f"no ack within {options.ack_timeout_s:g}s") from exc
         except ConnectionClosed as exc:
             raise SessionClosed(f"connection closed ({exc})") from exc
         finally:

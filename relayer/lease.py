@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 # Renew if we hold it; take it back if it vanished (a Redis restart without persistence);
 # 0 if someone else holds it.
-_RENEW = """
+_RENEW = RedisScript("""
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -30,14 +30,14 @@ if not holder then
   return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 end
 return 0
-"""
+""")
 
-_RELEASE = """
+_RELEASE = RedisScript("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
-"""
+""")
 
 
 class LeadershipLost(Exception):
@@ -50,8 +50,6 @@ class Lease:
         self._key = key
         self._holder = holder
         self._ttl_ms = ttl_ms
-        self._renew = RedisScript(redis, _RENEW)
-        self._release = RedisScript(redis, _RELEASE)
 
     @property
     def ttl_s(self) -> float:
@@ -79,7 +77,8 @@ class Lease:
         while True:
             await asyncio.sleep(self.ttl_s / 3)
             try:
-                held = await self._renew(keys=[self._key], args=[self._holder, self._ttl_ms])
+                held = await _RENEW(self._redis, keys=[self._key],
+                                     args=[self._holder, self._ttl_ms])
             except RedisError as exc:
                 unsure_for = time.monotonic() - renewed_at
                 if unsure_for >= self.ttl_s:
@@ -94,6 +93,6 @@ class Lease:
 
     async def release(self) -> None:
         try:
-            await self._release(keys=[self._key], args=[self._holder])
+            await _RELEASE(self._redis, keys=[self._key], args=[self._holder])
         except RedisError as exc:
             logger.warning("could not release the lease (it expires by itself): %s", exc)

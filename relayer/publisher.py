@@ -48,6 +48,10 @@ REDIS_RETRY_MAX_S = 1.0
 # the JSON encoder, so the first match is the field.) A stored value that is not a quote of ours
 # (garbage, a truncated write, a key of another type) has no trade time of that format: the
 # tick overwrites it, and the batch never fails on it (`pcall`: GET on a hash is an error).
+# The stream entry comes first, so that the quote stored and published carries its id as
+# `tick_id` (appended as the JSON's last field: the relayer's quote JSON is an object that ends
+# in `}` and has no `tick_id` of its own): a reader of the latest quote then names the print as
+# the fills worker does, and one print's volume is counted once (docs/TRADING.md).
 WRITE_TICKS = """
 local stream = KEYS[1]
 local ttl, maxlen, field = ARGV[1], ARGV[2], ARGV[3]
@@ -63,15 +67,17 @@ for i = 2, #KEYS do
   local ts = tick_time(quote)
   local current = redis.pcall('GET', KEYS[i])
   local current_ts = type(current) == 'string' and tick_time(current)
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', field, quote)
   if not current_ts or current_ts <= ts or not string.find(current_ts, TIME_FORMAT) then
-    redis.call('SET', KEYS[i], quote, 'EX', ttl)
-    redis.call('PUBLISH', channel_prefix .. string.sub(KEYS[i], code_from), quote)
+    local stored = string.sub(quote, 1, -2) .. ',"tick_id":"' .. id .. '"}'
+    redis.call('SET', KEYS[i], stored, 'EX', ttl)
+    redis.call('PUBLISH', channel_prefix .. string.sub(KEYS[i], code_from), stored)
     written = written + 1
   end
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', field, quote)
 end
 return written
 """
+_WRITE_TICKS = RedisScript(WRITE_TICKS)
 
 
 class TickPublisher:
@@ -94,7 +100,7 @@ class TickPublisher:
         max_buffered: int,
         backoff: Backoff | None = None,
     ) -> None:
-        self._script = RedisScript(redis, WRITE_TICKS)
+        self._redis = redis
         self._names = names
         quote_prefix = names.quote("")
         self._head: list[str | bytes] = [
@@ -112,7 +118,6 @@ class TickPublisher:
         self._room = asyncio.Event()
         self._failing = False
         self.written_total = 0  # quote keys written
-        self.stale_total = 0  # ticks older than the stored quote: stream only
         self.ticks_written_total = 0  # ticks in the stream: what reached Redis, whatever its age
         self.last_write_at = ""  # bus time of the last successful write, "" before the first
         self.dropped_total = 0
@@ -121,6 +126,11 @@ class TickPublisher:
     @property
     def pending(self) -> int:
         return len(self._quotes)
+
+    @property
+    def stale_total(self) -> int:
+        """Ticks older than the stored quote: written to the stream only."""
+        return self.ticks_written_total - self.written_total
 
     def add(self, quote: Quote) -> None:
         """Queue one quote (hot path: no await, no Redis)."""
@@ -155,8 +165,8 @@ class TickPublisher:
     async def _flush_once(self) -> None:
         keys, quotes = self._take_batch()
         try:
-            written = await self._script(
-                keys=[self._names.tick_stream, *keys], args=[*self._head, *quotes]
+            written = await _WRITE_TICKS(
+                self._redis, keys=[self._names.tick_stream, *keys], args=[*self._head, *quotes]
             )
         except asyncio.CancelledError:
             self._requeue(keys, quotes)  # a stop under a deadline: the count of unwritten stays
@@ -179,7 +189,6 @@ class TickPublisher:
         self.ticks_written_total += len(keys)
         self.last_write_at = format_utc(datetime.now(UTC), millis=True)
         self.written_total += int(written)
-        self.stale_total += len(keys) - int(written)
         if len(self._quotes) <= self._high_water:
             self._room.set()
 

@@ -1,20 +1,29 @@
 """The relayer's settings: every one an environment variable with a development default.
 
 Field names are the environment variable names in lower case (`RELAYER_UPSTREAM` ->
-`relayer_upstream`), so the README's settings table maps one to one. Built once in
+`relayer_upstream`), so the README's settings table maps one to one; what every process shares
+(Redis, the namespace, the topic template) comes from `relayer.shared_settings`. Built once in
 `relayer.__main__` and passed down; nothing reads the environment anywhere else.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
-DEFAULT_TOPIC_TEMPLATE = "/topic/v1/kr/stock/trade/{code}"
+from relayer.shared_settings import SharedSettings
+
+# What the platform subscribes when it runs for development and RELAYER_SUBSCRIBE is unset
+# (scripts/supervise.py, docker-compose.yml): 20 well-known KRX codes. The relayer alone
+# subscribes nothing by default.
+DEVELOPMENT_SUBSCRIBE = (
+    "A005930,A000660,A373220,A207940,A005380,A000270,A068270,A035420,A005490,A051910,"
+    "A035720,A006400,A105560,A055550,A012330,A028260,A066570,A003670,A096770,A034730"
+)
 
 
 class UpstreamKind(StrEnum):
@@ -36,12 +45,7 @@ DEFAULT_UPSTREAM_URLS = {
 }
 
 
-class RelayerSettings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
-
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    stocking_ns: str = "stocking"
-
+class RelayerSettings(SharedSettings):
     relayer_upstream: UpstreamKind = UpstreamKind.SIM
     relayer_upstream_url: str | None = None
     relayer_stomp_login: str | None = None
@@ -49,7 +53,6 @@ class RelayerSettings(BaseSettings):
     relayer_stomp_host: str | None = None
     # Extra CONNECT headers (JSON object). Secret: may carry an authorization value.
     relayer_stomp_headers: SecretStr = SecretStr("{}")
-    relayer_topic_template: str = DEFAULT_TOPIC_TEMPLATE
     relayer_subscribe: Annotated[list[str], NoDecode] = Field(default_factory=list)
     relayer_ws_origin: str | None = None
     relayer_ws_compression: bool = False
@@ -103,8 +106,6 @@ class RelayerSettings(BaseSettings):
     relayer_health_ttl_s: int = Field(5, gt=0)
     relayer_lease_ttl_ms: int = Field(5000, gt=0)
 
-    log_level: str = "INFO"
-
     @field_validator("relayer_subscribe", mode="before")
     @classmethod
     def _split_subscribe(cls, value: object) -> object:
@@ -112,23 +113,15 @@ class RelayerSettings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("relayer_topic_template")
-    @classmethod
-    def _template_has_code(cls, value: str) -> str:
-        if "{code}" not in value:
-            raise ValueError("RELAYER_TOPIC_TEMPLATE must contain {code}")
-        return value
+    @model_validator(mode="after")
+    def _upstream_has_a_url(self) -> Self:
+        if not self.relayer_upstream_url and self.relayer_upstream not in DEFAULT_UPSTREAM_URLS:
+            raise ValueError(f"RELAYER_UPSTREAM={self.relayer_upstream} needs RELAYER_UPSTREAM_URL")
+        return self
 
     @property
     def upstream_url(self) -> str:
-        if self.relayer_upstream_url:
-            return self.relayer_upstream_url
-        try:
-            return DEFAULT_UPSTREAM_URLS[self.relayer_upstream]
-        except KeyError:
-            raise ValueError(
-                f"RELAYER_UPSTREAM={self.relayer_upstream} needs RELAYER_UPSTREAM_URL"
-            ) from None
+        return self.relayer_upstream_url or DEFAULT_UPSTREAM_URLS[self.relayer_upstream]
 
     @property
     def upstream_display(self) -> str:

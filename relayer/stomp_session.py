@@ -123,7 +123,6 @@ class StompSession:
         self._send_every_s = 0.0
         self._dead_after_s = 0.0
         self._last_received = time.monotonic()
-        self._closed_reason: UpstreamError | None = None
         self._refused: dict[str, SubscribeRejected] = {}
 
     @property

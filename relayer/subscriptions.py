@@ -36,6 +36,7 @@ from relayer.bus import (
     CommandType,
     DesiredSource,
     TopicTemplate,
+    as_text,
     format_utc,
 )
 from relayer.upstream import SessionClosed, SubscribeRejected, UpstreamSession
@@ -242,7 +243,7 @@ class SubscriptionManager:
     def _expand(self, members: set[bytes | str]) -> set[str]:
         topics = set()
         for member in members:
-            text = member.decode() if isinstance(member, bytes) else member
+            text = as_text(member)
             try:
                 topics.add(self._topics.topic(text))
             except ValueError as exc:
@@ -331,5 +332,4 @@ class SubscriptionManager:
 
 
 def _decode_marks(raw: dict[bytes | str, bytes | str]) -> dict[str, str]:
-    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes)
-            else v) for k, v in raw.items()}
+    return {as_text(k): as_text(v) for k, v in raw.items()}

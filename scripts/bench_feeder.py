@@ -30,7 +30,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from relayer.bus import TopicTemplate
-from relayer.settings import DEFAULT_TOPIC_TEMPLATE
+from relayer.shared_settings import DEFAULT_TOPIC_TEMPLATE
 from relayer.stomp import Frame, FrameParser, encode_frame
 
 PROBE_CODE = "A900000"

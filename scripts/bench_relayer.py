@@ -73,9 +73,10 @@ from relayer.bus import (
     CommandResult,
     CommandType,
     DesiredSource,
+    RelayerHealth,
     TopicTemplate,
 )
-from relayer.settings import DEFAULT_TOPIC_TEMPLATE
+from relayer.shared_settings import DEFAULT_TOPIC_TEMPLATE
 
 REPO = Path(__file__).resolve().parent.parent
 NOISY_OTHER_PCT = 15.0  # CPU% used outside the benchmark above which a report warns
@@ -112,6 +113,27 @@ class Child:
     def log_tail(self, lines: int = 30) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def send_line(self, line: str) -> None:
+        """One command on a piped child's stdin."""
+        stdin = self.process.stdin
+        assert stdin is not None
+        stdin.write(f"{line}\n".encode())
+        stdin.flush()
+
+    def read_json(self, timeout_s: float) -> dict[str, Any]:
+        """The next JSON line of a piped child's stdout; BenchError (with its log) if none
+        comes within `timeout_s`."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        ready, _, _ = select.select([stdout], [], [], timeout_s)
+        line = stdout.readline() if ready else b""
+        if not line:
+            self.check_running()
+            raise BenchError(f"{self.name} did not answer within {timeout_s:.0f}s:\n"
+                             f"{self.log_tail()}")
+        answer: dict[str, Any] = orjson.loads(line)
+        return answer
 
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM the process group, SIGKILL it after `grace_s`."""
@@ -198,22 +220,11 @@ class FeederControl:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def command(self, line: str) -> dict[str, Any]:
-        stdin = self.child.process.stdin
-        assert stdin is not None
-        stdin.write(f"{line}\n".encode())
-        stdin.flush()
+        self.child.send_line(line)
         return self._read()
 
-    def _read(self, timeout_s: float = 10.0) -> dict[str, Any]:
-        stdout = self.child.process.stdout
-        assert stdout is not None
-        ready, _, _ = select.select([stdout], [], [], timeout_s)
-        line = stdout.readline() if ready else b""
-        if not line:
-            self.child.check_running()
-            raise BenchError(f"feeder did not answer within {timeout_s}s")
-        answer: dict[str, Any] = orjson.loads(line)
-        return answer
+    def _read(self) -> dict[str, Any]:
+        return self.child.read_json(timeout_s=10.0)
 
 
 def start_relayer(folder: Path, redis_url: str, upstream_url: str,
@@ -343,10 +354,6 @@ class Probe:
         self._client.close()
 
 
-def text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def percentile(ordered: list[float], q: float) -> float:
     """Nearest-rank percentile of sorted values (nan when empty)."""
     if not ordered:
@@ -400,9 +407,8 @@ class Bench:
                 raise BenchError(f"the relayer was still writing {timeout_s}s after the feed")
         return last_change - started
 
-    def health(self) -> dict[str, str]:
-        raw = self.client.hgetall(NAMES.relayer_health)
-        return {text(k): text(v) for k, v in raw.items()}
+    def health(self) -> RelayerHealth:
+        return RelayerHealth.from_hash(self.client.hgetall(NAMES.relayer_health))
 
     def max_rate(self, per_message: int) -> dict[str, Any]:
         self.feeder.command(f"max {per_message}")
@@ -416,8 +422,8 @@ class Bench:
         return {"frames_per_message": per_message, **asdict(window),
                 "ticks_per_s": window.ticks_per_s, "other_pct": window.other_pct,
                 "relayer_us_per_tick": window.relayer_us_per_tick,
-                "drain_s": drained_s, "dropped_total": int(health.get("dropped_total", 0)),
-                "malformed_total": int(health.get("malformed_total", 0))}
+                "drain_s": drained_s, "dropped_total": health.dropped_total or 0,
+                "malformed_total": health.malformed_total or 0}
 
     def command_round_trips(self, count: int) -> dict[str, Any]:
         """Admin-style commands as the API sends them: desired set, nudge, BLPOP the result.

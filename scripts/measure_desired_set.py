@@ -48,7 +48,7 @@ from bench_support import RedisProcess, free_port  # noqa: E402
 from api.app import create_app  # noqa: E402
 from api.migrate import upgrade  # noqa: E402
 from api.settings import ApiSettings  # noqa: E402
-from relayer.bus import BusNames, TopicTemplate, decode_health  # noqa: E402
+from relayer.bus import BusNames, TopicTemplate, as_text, decode_health  # noqa: E402
 from relayer.sim import SimServer  # noqa: E402
 
 NAMES = BusNames()
@@ -160,7 +160,7 @@ async def _listening(bus: Redis) -> bool:
 
 async def _desired(bus: Redis) -> bool:
     members = await bus.smembers(NAMES.desired_subscriptions)
-    return {_text(member) for member in members} == {TOPICS.topic(code) for code in CODES}
+    return {as_text(member) for member in members} == {TOPICS.topic(code) for code in CODES}
 
 
 async def _flowing(bus: Redis, codes: list[str]) -> bool:
@@ -168,12 +168,7 @@ async def _flowing(bus: Redis, codes: list[str]) -> bool:
 
 
 async def _health(bus: Redis) -> dict[str, Any]:
-    raw = await bus.hgetall(NAMES.relayer_health)
-    return decode_health({_text(name): _text(value) for name, value in raw.items()})
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return decode_health(await bus.hgetall(NAMES.relayer_health))
 
 
 def _unsubscribes(sim: SimServer) -> int:

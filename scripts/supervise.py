@@ -14,7 +14,18 @@ usable at once: an admin account (admin@stocking.local with a password drawn for
 printed once) unless STOCKING_ADMIN_EMAIL/STOCKING_ADMIN_PASSWORD are set, and a JWT signing
 key for this run unless JWT_SECRET_KEY is set.
 
-Python rather than bash so that signal handling, backoff and readiness checks are explicit.
+Settings come from the platform's settings classes (relayer.shared_settings and the API's,
+the relayer's and the simulator's), so that this script reads every variable, and its default,
+exactly as the children will. Only API_HOST and PORT are read here directly: they are
+Gunicorn's (gunicorn.conf.py), not the app's.
+
+Python rather than bash so that signal handling, backoff and readiness checks are explicit. Why
+not an existing process manager: honcho (Foreman's Procfile runner) starts every process at
+once, stops everything as soon as one exits, and has no readiness checks, start order or
+restarts; supervisord has start priorities, stops in reverse order and restarts, but it cannot
+start Redis only when none is answering, run the migrations to completion before anything else,
+or wait for a port or GET /health before the next program, and it gives a crashing program up
+(FATAL) after a few quick retries instead of backing off for as long as it takes.
 """
 
 from __future__ import annotations
@@ -36,16 +47,28 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
+from pydantic import ValidationError
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: its own folder is on the path, not the repo's
+    sys.path.insert(0, str(REPO))
+
+from api.auth.signing_key import development_key_for_children  # noqa: E402
+from api.settings import ApiSettings, Environment  # noqa: E402
+from relayer.backoff import Backoff, Jitter  # noqa: E402
+from relayer.market_calendar import CalendarKind  # noqa: E402
+from relayer.settings import DEVELOPMENT_SUBSCRIBE, RelayerSettings, UpstreamKind  # noqa: E402
+from relayer.shared_settings import DEFAULT_REDIS_URL, SharedSettings  # noqa: E402
+from relayer.sim.__main__ import SimSettings  # noqa: E402
+
 PYTHON = sys.executable
 RUN_DIR = REPO / ".run"
-# Well-known KRX codes subscribed when RELAYER_SUBSCRIBE is not set.
-DEFAULT_CODES = (
-    "A005930,A000660,A373220,A207940,A005380,A000270,A068270,A035420,A005490,A051910,"
-    "A035720,A006400,A105560,A055550,A012330,A028260,A066570,A003670,A096770,A034730"
-)
 CONFIG_ERROR_EXIT = 2
+# Restarts of a crashed child: 1 s, 2 s, 4 s ... 30 s; from 1 s again once a child had lived
+# HEALTHY_AFTER_S (it crashed for a new reason, not the same one again).
+RESTART_INITIAL_S = 1.0
+RESTART_MAX_S = 30.0
+HEALTHY_AFTER_S = 60.0
 # Longer than Gunicorn's graceful_timeout (10 s), so that in-flight requests can finish.
 STOP_GRACE_S = 15.0
 # Each Gunicorn worker imports the app and runs its startup before /health answers.
@@ -65,8 +88,9 @@ class Child:
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
-    failures: int = 0
-    next_start: float = 0.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(
+        initial_s=RESTART_INITIAL_S, max_s=RESTART_MAX_S, jitter=Jitter.NONE))
+    next_start: float | None = None  # when a crashed child is started again
 
     def start(self) -> None:
         # A session of its own: Ctrl-C reaches only us, and we stop children in order.
@@ -119,18 +143,18 @@ class Platform:
                 code = child.process.poll() if child.process else None
                 if code is None or self.stopping:
                     continue
-                if child.next_start == 0.0:
+                if child.next_start is None:
                     child.kill_leftovers()
-                    lived = time.monotonic() - child.started_at
-                    child.failures = 0 if lived > 60 else child.failures + 1
                     if not child.restart or code == CONFIG_ERROR_EXIT:
                         log(f"{child.name} exited with status {code}; stopping the platform")
                         return code or 1
-                    delay = min(30.0, 2.0 ** (child.failures - 1))
+                    if time.monotonic() - child.started_at > HEALTHY_AFTER_S:
+                        child.backoff.reset()
+                    delay = child.backoff.next_delay()
                     log(f"{child.name} exited with status {code}; restarting in {delay:.0f}s")
                     child.next_start = time.monotonic() + delay
                 elif time.monotonic() >= child.next_start:
-                    child.next_start = 0.0
+                    child.next_start = None
                     child.start()
             time.sleep(0.2)
         return 0
@@ -152,7 +176,8 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def api_host() -> str:
-    """Where Gunicorn listens (gunicorn.conf.py): API_HOST, by default this machine only."""
+    """Where Gunicorn listens (gunicorn.conf.py, which owns API_HOST and PORT): API_HOST, by
+    default this machine only."""
     return os.environ.get("API_HOST") or "127.0.0.1"
 
 
@@ -196,39 +221,40 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-def ensure_redis(platform: Platform) -> str:
-    url = os.environ.get("REDIS_URL")
-    if url:
-        log(f"using REDIS_URL {redact(url)}")
-        return url
-    url = "redis://127.0.0.1:6379/0"
+def ensure_redis(platform: Platform, settings: SharedSettings) -> str:
+    if "redis_url" in settings.model_fields_set and settings.redis_url:
+        log(f"using REDIS_URL {redact(settings.redis_url)}")
+        return settings.redis_url
+    url = DEFAULT_REDIS_URL
+    where = urlsplit(url)
+    host, port = where.hostname or "127.0.0.1", where.port or 6379
     if redis_answers(url):
-        log("using the Redis already running on 127.0.0.1:6379")
+        log(f"using the Redis already running on {host}:{port}")
         return url
-    if port_in_use("127.0.0.1", 6379):
-        raise SystemExit("[start_services] port 6379 is in use by something that is not Redis; "
-                         "stop it or set REDIS_URL")
+    if port_in_use(host, port):
+        raise SystemExit(f"[start_services] port {port} is in use by something that is not "
+                         "Redis; stop it or set REDIS_URL")
     RUN_DIR.mkdir(exist_ok=True)
     server = subprocess.run(["which", "redis-server"], capture_output=True, text=True).stdout
     if server.strip():
-        argv = [server.strip(), "--port", "6379", "--bind", "127.0.0.1", "--save", "",
+        argv = [server.strip(), "--port", str(port), "--bind", host, "--save", "",
                 "--appendonly", "no", "--dir", str(RUN_DIR)]
         platform.add(Child("redis-server", argv))
     else:
         log("no redis-server installed: starting the embedded Redis (fakeredis; development only)")
-        argv = [PYTHON, "scripts/embedded_redis.py", "--port", "6379"]
+        argv = [PYTHON, "scripts/embedded_redis.py", "--port", str(port)]
         platform.add(Child("embedded-redis", argv))
     wait_until(lambda: redis_answers(url), "Redis")
     return url
 
 
-def ensure_upstream(platform: Platform) -> str | None:
+def ensure_upstream(platform: Platform, relayer: RelayerSettings,
+                    sim: SimSettings) -> str | None:
     """Start the simulator unless a real upstream is configured; return its URL if started."""
-    if os.environ.get("RELAYER_UPSTREAM", "sim") != "sim" or os.environ.get("RELAYER_UPSTREAM_URL"):
-        log(f"upstream: {os.environ.get('RELAYER_UPSTREAM', 'sim')} (configured)")
+    if relayer.relayer_upstream is not UpstreamKind.SIM or relayer.relayer_upstream_url:
+        log(f"upstream: {relayer.relayer_upstream.value} (configured)")
         return None
-    host = os.environ.get("SIM_HOST", "127.0.0.1")
-    port = int(os.environ.get("SIM_PORT", "8765"))
+    host, port = sim.sim_host, sim.sim_port
     if port_in_use(host, port):
         raise SystemExit(f"[start_services] port {port} is in use; stop what holds it or set "
                          "SIM_PORT (or RELAYER_UPSTREAM_URL to use a simulator already running)")
@@ -242,13 +268,8 @@ def redact(url: str) -> str:
     return url.replace(parts.password, "***") if parts.password else url
 
 
-def development() -> bool:
-    return os.environ.get("STOCKING_ENV", "development").lower() != "production"
-
-
-def migrate_database() -> None:
+def migrate_database(url: str) -> None:
     """`python -m api.migrate` once, before anything uses the database; fails loudly."""
-    url = os.environ.get("DATABASE_URL", "sqlite:///./stocking.db")
     log(f"migrating the database {redact(url)}")
     result = subprocess.run([PYTHON, "-m", "api.migrate"], cwd=REPO)
     if result.returncode != 0:
@@ -257,23 +278,36 @@ def migrate_database() -> None:
                          f"{redact(url)})")
 
 
-def development_credentials() -> dict[str, str]:
+def development_credentials(settings: ApiSettings) -> dict[str, str]:
     """In development, what the API needs to be usable at once, unless configured."""
-    if not development():
+    if settings.stocking_env is Environment.PRODUCTION:
         return {}
     env: dict[str, str] = {}
-    email, password = (os.environ.get("STOCKING_ADMIN_EMAIL"),
-                       os.environ.get("STOCKING_ADMIN_PASSWORD"))
+    email, password = settings.stocking_admin_email, settings.stocking_admin_password
     if not email and not password:
         env["STOCKING_ADMIN_EMAIL"] = DEV_ADMIN_EMAIL
         env["STOCKING_ADMIN_PASSWORD"] = secrets.token_urlsafe(12)
     elif not (email and password):
         log("WARNING: set both STOCKING_ADMIN_EMAIL and STOCKING_ADMIN_PASSWORD to have an "
             "admin account ensured; no admin account this time")
-    if not os.environ.get("JWT_SECRET_KEY"):
-        # Drawn here, not by gunicorn.conf.py, so that tokens survive our restarts of Gunicorn.
-        env["JWT_SECRET_KEY"] = secrets.token_urlsafe(48)
+    # Drawn here, not by gunicorn.conf.py, so that tokens survive our restarts of Gunicorn.
+    drawn_key = development_key_for_children(os.environ)
+    if drawn_key:
+        env["JWT_SECRET_KEY"] = drawn_key
     return env
+
+
+def describe_calendar(settings: SharedSettings) -> str:
+    """Which market calendar every process follows (MARKET_CALENDAR), for the start banner."""
+    kind = settings.calendar_kind
+    given = not settings.calendar_defaulted
+    if kind is CalendarKind.KRX:
+        return (f"krx (KRX trading days and hours, sessions {settings.market_sessions}; "
+                f"{len(settings.market_special_sessions)} special sessions"
+                f"{'' if given else '; the production default'})")
+    return (f"always_open (every moment trades; days end at "
+            f"{settings.market_close_kst:%H:%M} KST"
+            f"{'' if given else '; the development default, MARKET_CALENDAR=krx for the KRX'})")
 
 
 def api_answers(url: str) -> bool:
@@ -304,8 +338,8 @@ def ensure_api(platform: Platform, env: dict[str, str]) -> str:
     return url
 
 
-def print_login_hint(url: str, env: dict[str, str]) -> None:
-    email = env.get("STOCKING_ADMIN_EMAIL") or os.environ.get("STOCKING_ADMIN_EMAIL")
+def print_login_hint(url: str, env: dict[str, str], settings: ApiSettings) -> None:
+    email = env.get("STOCKING_ADMIN_EMAIL") or settings.stocking_admin_email
     if not email:
         return
     password = env.get("STOCKING_ADMIN_PASSWORD")
@@ -328,6 +362,13 @@ def print_login_hint(url: str, env: dict[str, str]) -> None:
 
 
 def main() -> int:
+    try:
+        api_settings = ApiSettings()
+        relayer_settings = RelayerSettings()
+        sim_settings = SimSettings()
+    except ValidationError as exc:
+        print(f"[start_services] invalid configuration: {exc}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
     platform = Platform()
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -337,29 +378,32 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     code = 0
+    log(f"market calendar: {describe_calendar(api_settings)}")
     try:
         check_api_port()
-        redis_url = ensure_redis(platform)
-        migrate_database()
-        sim_url = ensure_upstream(platform)
+        redis_url = ensure_redis(platform, api_settings)
+        migrate_database(api_settings.database_url)
+        sim_url = ensure_upstream(platform, relayer_settings, sim_settings)
         relayer_env = {"REDIS_URL": redis_url}
         if sim_url:
             relayer_env["RELAYER_UPSTREAM_URL"] = sim_url
-        if "RELAYER_SUBSCRIBE" not in os.environ:
-            relayer_env["RELAYER_SUBSCRIBE"] = DEFAULT_CODES
+        if "relayer_subscribe" not in relayer_settings.model_fields_set:
+            relayer_env["RELAYER_SUBSCRIBE"] = DEVELOPMENT_SUBSCRIBE
         platform.add(Child("relayer", [PYTHON, "-m", "relayer"], env=relayer_env))
         app_env = {"REDIS_URL": redis_url}
         platform.add(Child("fills", [PYTHON, "-m", "api.fills"], env=app_env))
-        api_env = {**app_env, **development_credentials()}
+        api_env = {**app_env, **development_credentials(api_settings)}
         api_url = ensure_api(platform, api_env)
-        ns = os.environ.get("STOCKING_NS", "stocking")
         log("platform is up:")
         log(f"  API       {api_url}   (docs: {api_url}/docs; {api_url}/ready; {api_url}/metrics)")
         log(f"  Redis     {redact(redis_url)}")
-        log(f"  upstream  {sim_url or os.environ.get('RELAYER_UPSTREAM_URL', '(adapter default)')}")
-        print_login_hint(api_url, api_env)
+        upstream = sim_url or relayer_settings.relayer_upstream_url or "(adapter default)"
+        log(f"  upstream  {upstream}")
+        log(f"  calendar  {describe_calendar(api_settings)}")
+        print_login_hint(api_url, api_env, api_settings)
         log(f"  read a quote from Redis: .venv/bin/python -c \"import redis; print("
-            f"redis.Redis.from_url('{redact(redis_url)}').get('{ns}:quote:A005930'))\"")
+            f"redis.Redis.from_url('{redact(redis_url)}').get("
+            f"'{api_settings.names.quote('A005930')}'))\"")
         log("  stop: Ctrl-C")
         code = platform.supervise()
     except SystemExit as exc:

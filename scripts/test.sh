@@ -18,6 +18,17 @@ if ! command -v redis-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>
   fi
 fi
 
+# Bytecode caches on even where the environment turns them off, and written before the tests
+# start: the four test workers and the ~100 processes the tests start (Gunicorn, the relayer,
+# the fills worker) then read each of our modules compiled, instead of compiling it each
+# (4.4 s instead of 8.4 s per worker just to collect).
+unset PYTHONDONTWRITEBYTECODE
+.venv/bin/python -m compileall -q -j 0 relayer api tests scripts >/dev/null
+
 .venv/bin/ruff check relayer api scripts tests
 .venv/bin/mypy
-exec .venv/bin/python -m pytest "$@"
+# Parallel test workers (pytest-xdist): most tests wait on servers, processes and clocks rather
+# than the CPU, so two cores keep four workers busy. Each worker has its own redis-server and
+# migrated database (tests/conftest.py); a module whose tests share costly servers is kept on
+# one worker by its xdist_group mark. TEST_WORKERS=0 runs everything in this process.
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-4}" --dist loadgroup "$@"

@@ -23,6 +23,7 @@ from gunicorn.config import Config
 from gunicorn.workers.base import Worker
 
 from api.settings import ApiSettings
+from relayer.settings import DEVELOPMENT_SUBSCRIBE
 from relayer.sim.__main__ import SimSettings
 from tests.support.env import REPO
 
@@ -129,11 +130,6 @@ def test_compose_publishes_only_the_api_and_on_the_loopback_unless_told(
 
 
 def test_compose_relayer_reads_from_the_simulator(services: dict[str, dict[str, Any]]) -> None:
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        supervise = importlib.import_module("supervise")
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
     simulator, relayer = services["simulator"], services["relayer"]
     assert simulator["command"] == ["python", "-m", "relayer.sim"]
     assert env(simulator)["SIM_HOST"] == "0.0.0.0"  # reachable from the relayer's container
@@ -142,7 +138,7 @@ def test_compose_relayer_reads_from_the_simulator(services: dict[str, dict[str, 
     assert (upstream.hostname, upstream.port) == ("simulator", int(env(simulator)["SIM_PORT"]))
     assert "simulator" in relayer["depends_on"]
     assert relayer["depends_on"]["redis"] == {"condition": "service_healthy"}
-    assert env(relayer)["RELAYER_SUBSCRIBE"] == supervise.DEFAULT_CODES
+    assert env(relayer)["RELAYER_SUBSCRIBE"] == DEVELOPMENT_SUBSCRIBE
 
 
 def test_compose_runs_the_fills_worker_after_the_migrations(

@@ -16,28 +16,34 @@ import json
 import signal
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import RedisServer
+from tests.support.databases import SQLiteTemplate
 from tests.support.env import free_port, scaled
-from tests.test_platform import answers, environment, start_gunicorn, stop, wait_for
+from tests.support.platform import answers, environment, start_gunicorn, stop, wait_for
 
-pytestmark = pytest.mark.slow
+# One Gunicorn for the module, on one test worker (scripts/test.sh runs `--dist loadgroup`).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("request_limits")]
 
 HEAD_LIMIT = 8192
 BODY_LIMIT = 64 * 1024
 
 
-@pytest.fixture
-def server(tmp_path: Path, redis_server: RedisServer, database_url: str) -> Iterator[int]:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, shared_redis_server: RedisServer,
+           sqlite_template: SQLiteTemplate) -> Iterator[int]:
     """Gunicorn with one worker and small limits; Gunicorn's own header limits set to refuse
-    any header over 100 bytes, to show that they are not the ones that apply."""
+    any header over 100 bytes, to show that they are not the ones that apply. Shared by the
+    module's tests: a refused request changes nothing, and the last check is that the worker
+    lived through them all. The limits are met before any SQL, so SQLite serves."""
+    folder = tmp_path_factory.mktemp("request-limits")
     port = free_port()
-    log = tmp_path / "gunicorn.log"
-    env = environment(REDIS_URL=redis_server.url, DATABASE_URL=database_url, PORT=str(port),
+    log = folder / "gunicorn.log"
+    env = environment(REDIS_URL=shared_redis_server.url,
+                      DATABASE_URL=sqlite_template.copy_into(folder), PORT=str(port),
                       WEB_CONCURRENCY="1", MAX_REQUEST_HEADER_BYTES=str(HEAD_LIMIT),
                       MAX_REQUEST_BODY_BYTES=str(BODY_LIMIT),
                       GUNICORN_CMD_ARGS="--limit-request-field_size 100 "

@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from api.errors import TooManyRequests
 from api.settings import ApiSettings
 from relayer.bus import BusNames
+from relayer.redis_script import RedisScript
 
 # How long a successful login's address stays exempt from the per-account ceiling (renewed by
 # every successful login of the account).
@@ -42,7 +43,7 @@ KNOWN_ADDRESS_TTL_S = 30 * 24 * 3600
 # KEYS: counters; ARGV[1]: window (s); ARGV[1 + i]: limit of KEYS[i].
 # Returns 0 when the attempt is allowed (and counted on every key), else the seconds until the
 # last over-limit counter expires.
-_RESERVE = """
+_RESERVE = RedisScript("""
 local window = tonumber(ARGV[1])
 local wait = 0
 for i, key in ipairs(KEYS) do
@@ -62,12 +63,12 @@ for _, key in ipairs(KEYS) do
   if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, window) end
 end
 return 0
-"""
+""")
 
 # KEYS[1..3]: the (account, address), address and account counters; KEYS[4]: the account's
 # known addresses. ARGV[1]: window; ARGV[2..4]: the limits; ARGV[5]: the address. As _RESERVE,
 # except that the account ceiling is not checked for a known address (it is still counted).
-_RESERVE_LOGIN = """
+_RESERVE_LOGIN = RedisScript("""
 local window = tonumber(ARGV[1])
 local known = redis.call('SISMEMBER', KEYS[4], ARGV[5]) == 1
 local wait = 0
@@ -88,12 +89,12 @@ for i = 1, 3 do
   if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], window) end
 end
 return 0
-"""
+""")
 
 # KEYS[1]: the (account, address) counter, cleared; KEYS[2], KEYS[3]: the address and account
 # counters, whose reservations are given back (without creating a key that has expired
 # meanwhile, which would have no TTL); KEYS[4]: known addresses, ARGV[1] added for ARGV[2] s.
-_SUCCEEDED = """
+_SUCCEEDED = RedisScript("""
 redis.call('DEL', KEYS[1])
 for i = 2, 3 do
   if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
@@ -101,7 +102,7 @@ end
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('EXPIRE', KEYS[4], tonumber(ARGV[2]))
 return 0
-"""
+""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +129,8 @@ async def begin_login_attempt(redis: Redis, names: BusNames, settings: ApiSettin
     """Count one attempt for `email` (normalised) from `address`, or raise TooManyRequests
     (429, Retry-After) when one of its counters has used up its failures for the window."""
     attempt = LoginAttempt.of(names, email, address)
-    reserve = redis.register_script(_RESERVE_LOGIN)
-    wait_s = int(await reserve(
-        keys=[attempt.account_address_key, attempt.address_key, attempt.account_key,
+    wait_s = int(await _RESERVE_LOGIN(
+        redis, keys=[attempt.account_address_key, attempt.address_key, attempt.account_key,
               attempt.known_addresses_key],
         args=[settings.login_window_s, settings.login_max_attempts_per_account_address,
               settings.login_max_attempts_per_address, settings.login_max_attempts_per_account,
@@ -143,20 +143,18 @@ async def begin_login_attempt(redis: Redis, names: BusNames, settings: ApiSettin
 
 
 async def login_succeeded(redis: Redis, attempt: LoginAttempt) -> None:
-    succeeded = redis.register_script(_SUCCEEDED)
-    await succeeded(keys=[attempt.account_address_key, attempt.address_key,
-                          attempt.account_key, attempt.known_addresses_key],
-                    args=[attempt.address, KNOWN_ADDRESS_TTL_S])
+    await _SUCCEEDED(redis, keys=[attempt.account_address_key, attempt.address_key,
+                                  attempt.account_key, attempt.known_addresses_key],
+                     args=[attempt.address, KNOWN_ADDRESS_TTL_S])
 
 
 async def count_registration(redis: Redis, names: BusNames, settings: ApiSettings,
                              address: str) -> None:
     """Count one registration attempt from `address`, or raise TooManyRequests (429,
     Retry-After) when the address has used up its registrations for the window."""
-    reserve = redis.register_script(_RESERVE)
-    wait_s = int(await reserve(keys=[names.registrations(address)],
-                               args=[settings.register_window_s,
-                                     settings.register_max_per_address]))
+    wait_s = int(await _RESERVE(redis, keys=[names.registrations(address)],
+                                args=[settings.register_window_s,
+                                      settings.register_max_per_address]))
     if wait_s > 0:
         raise TooManyRequests(f"too many registrations from this address; try again in "
                               f"{wait_s} s", code="too_many_registrations",

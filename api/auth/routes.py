@@ -8,7 +8,7 @@ from api.auth import service
 from api.auth.deps import CurrentUser
 from api.auth.rate_limit import client_address
 from api.auth.schemas import LoginRequest, RefreshRequest, RegisterRequest, TokenPair, UserOut
-from api.deps import DatabaseDep, ResourcesDep
+from api.deps import ResourcesDep
 from api.openapi import problems
 
 router = APIRouter()
@@ -27,8 +27,7 @@ async def register(body: RegisterRequest, request: Request,
     """Create a user account (role `user`). Emails are compared case-insensitively; an email
     that has an account is told so (409). Rate limited per client address."""
     address = client_address(request, resources.settings.trust_forwarded_for)
-    user = await service.register_from(resources, body.email, body.password, address)
-    return UserOut.model_validate(user)
+    return await service.register_from(resources, body.email, body.password, address)
 
 
 @router.post(
@@ -70,7 +69,6 @@ async def logout(body: RefreshRequest, resources: ResourcesDep) -> None:
     responses=problems({401: "`not_authenticated`, `invalid_token`, `token_expired`, "
                               "`user_not_found`"}),
 )
-async def me(principal: CurrentUser, db: DatabaseDep) -> UserOut:
+async def me(principal: CurrentUser, resources: ResourcesDep) -> UserOut:
     """The signed-in user's account."""
-    user = await db.read(service.get_user, principal.user_id)
-    return UserOut.model_validate(user)
+    return await service.me(resources, principal.user_id)

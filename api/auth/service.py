@@ -25,7 +25,7 @@ from api.auth.passwords import (
     check_policy,
 )
 from api.auth.rate_limit import begin_login_attempt, count_registration, login_succeeded
-from api.auth.schemas import TokenPair
+from api.auth.schemas import TokenPair, UserOut
 from api.auth.tokens import (
     FamilyPosition,
     Principal,
@@ -38,6 +38,7 @@ from api.auth.users import token_user
 from api.errors import Conflict, Unauthorized
 from api.ledger.service import ensure_account, open_account
 from api.models import Role, User
+from api.portfolios.service import add_default_portfolio
 from api.resources import Resources
 from api.settings import ApiSettings
 
@@ -61,7 +62,8 @@ def _find_user(session: Session, email: str) -> User | None:
 
 def register(session: Session, email: str, password_hash: str, *, initial_cash: int) -> User:
     """A new user account, with a cash account credited `initial_cash` (one DEPOSIT ledger
-    row); Conflict `email_taken` if the (normalised) email is registered."""
+    row) and its default portfolio; Conflict `email_taken` if the (normalised) email is
+    registered."""
     user = User(email=normalize_email(email), password_hash=password_hash,
                 role=Role.USER.value)
     session.add(user)
@@ -72,6 +74,7 @@ def register(session: Session, email: str, password_hash: str, *, initial_cash: 
         raise Conflict("an account with this email already exists", code="email_taken") from exc
     open_account(session, user.id, initial_cash)
     session.refresh(user)  # created_at as stored (DATETIME drops the microseconds)
+    add_default_portfolio(session, user)
     return user
 
 
@@ -90,6 +93,11 @@ def check_password(passwords: Passwords, stored: tuple[Principal, str] | None,
         passwords.burn_verification(password)
         raise _invalid_credentials()
     principal, password_hash = stored
+    if principal.role is Role.PORTFOLIO:
+        # A portfolio's account is nobody's login (api.portfolios.service): its hash is of a
+        # secret nobody kept, and this refuses the role itself, in the time of a real check.
+        passwords.burn_verification(password)
+        raise _invalid_credentials()
     if not passwords.verify(password_hash, password):
         raise _invalid_credentials()
     return principal, (passwords.hash(password) if passwords.needs_rehash(password_hash)
@@ -99,10 +107,6 @@ def check_password(passwords: Passwords, stored: tuple[Principal, str] | None,
 def current_principal(session: Session, user_id: int) -> Principal:
     """The user as SQL knows it now (its current role), or 401 `user_not_found` if it is gone."""
     return _principal(token_user(session, user_id))
-
-
-def get_user(session: Session, user_id: int) -> User:
-    return token_user(session, user_id)
 
 
 def _invalid_credentials() -> Unauthorized:
@@ -144,13 +148,18 @@ def _rotate(session: Session, claims: RefreshClaims, now: datetime
 
 
 async def register_from(resources: Resources, email: str, password: str,
-                        address: str) -> User:
+                        address: str) -> UserOut:
     """`register`, counted against the address's registrations (429 beyond)."""
     await count_registration(resources.redis, resources.names, resources.settings, address)
     check_policy(password, resources.settings.password_min_length)
     password_hash = await run_in_threadpool(resources.passwords.hash, password)
-    return await resources.db.run(register, email, password_hash,
-                                  initial_cash=resources.settings.initial_cash)
+    return UserOut.model_validate(await resources.db.run(
+        register, email, password_hash, initial_cash=resources.settings.initial_cash))
+
+
+async def me(resources: Resources, user_id: int) -> UserOut:
+    """The signed-in user's account; 401 `user_not_found` if it has been deleted."""
+    return UserOut.model_validate(await resources.db.read(token_user, user_id))
 
 
 async def login(resources: Resources, email: str, password: str, address: str) -> TokenPair:
@@ -230,6 +239,8 @@ def _ensure_admin(session: Session, passwords: Passwords, email: str, password: 
         session.add(user)
         session.flush()
         open_account(session, user.id, initial_cash)
+        session.refresh(user)
+        add_default_portfolio(session, user)
         return "created"
     changes = []
     # An admin created before cash accounts existed gets one now.

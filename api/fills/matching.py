@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from api.models import Side
 from api.orders.checks import marketable
-from api.orders.snapshot import stream_id_key
+from api.orders.execution import Tick
+from relayer.bus import stream_id_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,27 +29,25 @@ class RestingOrder:
     user_id: int
     code: str
     side: Side
-    price: int
+    price: int | None  # None: a market order waiting for a call auction's price
     rests_after: str
     checked: bool  # False: the worker has not yet looked back for ticks it may have missed
 
-    def priority(self) -> tuple[int, tuple[int, int], int]:
-        """Best price first, then the earlier `rests_after` (when the order last started
-        resting: a modification that loses priority moves it), then the id."""
-        return (-self.price if self.side is Side.BUY else self.price,
+    def priority(self) -> tuple[int, int, tuple[int, int], int]:
+        """A market order first (it accepts any price), then the best price, then the
+        earlier `rests_after` (when the order last started resting: a modification that
+        loses priority moves it), then the id."""
+        if self.price is None:
+            return (0, 0, stream_id_key(self.rests_after), self.id)
+        return (1, -self.price if self.side is Side.BUY else self.price,
                 stream_id_key(self.rests_after), self.id)
 
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    """One stream entry: its id and the trade it carries."""
-
-    id: str
-    code: str
-    price: int
-    volume: int
-    seq: int | None
-    ts: str | None
+    def crosses(self, tick: Tick) -> bool:
+        """Whether this tick may fill it: a limit order at or through its price; a waiting
+        market order only at an auction's price."""
+        if self.price is None:
+            return tick.is_auction
+        return marketable(self.side, self.price, tick.price)
 
 
 def after(entry_id: str, start: str) -> bool:
@@ -58,5 +58,12 @@ def candidates(tick: Tick, orders: Iterable[RestingOrder], side: Side) -> list[R
     """The orders of one side this tick may fill, best priority first."""
     return sorted((o for o in orders
                    if o.side is side and o.code == tick.code and after(tick.id, o.rests_after)
-                   and marketable(side, o.price, tick.price)),
+                   and o.crosses(tick)),
                   key=RestingOrder.priority)
+
+
+def stream_id_at(moment: datetime) -> str:
+    """The stream position of `moment`: entry ids are Redis's clock in milliseconds, so every
+    entry added after it (to the millisecond) is after this id. A reservation order activated
+    at its opening auction rests from there, whenever the worker gets to it."""
+    return f"{int(moment.timestamp() * 1000)}-0"

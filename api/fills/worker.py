@@ -1,12 +1,16 @@
 """The fills worker's loop: read the relayer's tick stream through a consumer group, fill
-resting limit orders, expire DAY orders at the session close, purge old idempotency keys.
+resting limit orders (and, at a call auction's print, every order waiting for its price),
+activate reservation orders at their opening auction, expire DAY orders at their trading day's
+close, purge old idempotency keys. Which day it is, and when it closes, is the market calendar's
+(relayer.market_calendar), the same the API asks.
 
 Why a consumer group: Redis remembers what the group has been delivered, and what a consumer
 was delivered but did not acknowledge stays pending for it. A worker that stops (or is killed)
 resumes where it left off: at start it first reads its own pending entries again, then new
 ones. An entry is acknowledged only after every fill it caused is committed. Processing an
-entry twice is harmless: a fill is unique per (order, tick), and the volume a tick has already
-given is counted from the fills before it gives more.
+entry twice is harmless: a fill is unique per (order, tick), and what a print has given is
+counted on its `trade_prints` row, which orders trading on arrival in the API share
+(api.orders.prints).
 
 Orders the worker has not seen yet (placed or re-priced while earlier entries were processed)
 are caught up first: the ticks between their `rests_after` and the current batch are read
@@ -14,8 +18,8 @@ again with XRANGE and applied to them alone. So no tick after an order's accepta
 whenever the order becomes visible to the worker.
 
 Run exactly one fills worker per namespace (start_services.sh and compose do): two would split
-the stream between them, and a tick's volume could be handed out twice in the race between a
-catch-up and the other worker.
+the stream between them. (A print's volume would still be given once: its `trade_prints` row
+counts it, whoever fills.)
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,13 +40,29 @@ from redis.typing import EncodableT, FieldT
 
 from api.db import Database, is_unavailable
 from api.fills import store
-from api.fills.matching import RestingOrder, Tick, after, candidates
+from api.fills.matching import RestingOrder, after, candidates, stream_id_at
+from api.fills.store import CLOSING_PRINT_GRACE
 from api.idempotency import purge
-from api.market.rules import Costs
-from api.models import Side
-from api.orders import service as order_service
-from api.orders.snapshot import stream_id_key
-from relayer.bus import STREAM_QUOTE_FIELD, BusNames, MalformedQuote, Quote, format_utc
+from api.market.rules import Costs, day_start
+from api.models import OrderStatus, Side, utc_now
+from api.orders import store as order_store
+from api.orders.checks import day_band
+from api.orders.execution import Tick
+from api.orders.prints import purge_prints
+from api.performance.snapshots import SnapshotJob
+from api.streams import events
+from relayer.bus import (
+    EMPTY_STREAM_ID,
+    BusNames,
+    FillsHealth,
+    MalformedQuote,
+    Quote,
+    as_text,
+    format_utc,
+    stream_entry_quote,
+    stream_id_key,
+)
+from relayer.market_calendar import AlwaysOpen, MarketCalendar
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +71,9 @@ HEALTH_INTERVAL_S = 1.0
 HEALTH_TTL_S = 5
 EXPIRY_INTERVAL_S = 1.0
 PURGE_INTERVAL_S = 600.0
+# Stream entry ids are Redis's clock, a print's row the database's: a margin far wider than any
+# skew between them.
+PRINT_PURGE_MARGIN = timedelta(hours=1)
 # Pauses between attempts while the database is unavailable (doubling up to the maximum).
 OUTAGE_PAUSE_INITIAL_S = 0.5
 OUTAGE_PAUSE_MAX_S = 4.0
@@ -61,33 +84,32 @@ Fields = dict[bytes | str, bytes | str]
 Entries = list[tuple[bytes | str, Fields | None]]
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def parse_tick(entry_id: bytes | str, fields: Fields | None) -> Tick | None:
     """The trade in one stream entry; None (logged) for an entry we cannot read."""
     if fields is None:
         logger.warning("tick %s was trimmed from the stream before it was processed",
-                       _text(entry_id))
+                       as_text(entry_id))
         return None
-    raw = fields.get(STREAM_QUOTE_FIELD.encode()) or fields.get(STREAM_QUOTE_FIELD)
     try:
-        quote = Quote.from_json(raw if raw is not None else b"")
+        quote = stream_entry_quote(fields)
     except MalformedQuote as exc:
-        logger.warning("skipping malformed tick %s: %s", _text(entry_id), exc)
+        logger.warning("skipping malformed tick %s: %s", as_text(entry_id), exc)
         return None
     if quote.volume <= 0:  # a well-formed print with nothing traded fills nothing
         return None
-    return Tick(id=_text(entry_id), code=quote.code, price=quote.price, volume=quote.volume,
-                seq=quote.seq, ts=quote.ts)
+    return Tick(id=as_text(entry_id), code=quote.code, price=quote.price, volume=quote.volume,
+                seq=quote.seq, ts=quote.ts, session=quote.session)
 
 
 class FillsWorker:
     def __init__(self, db: Database, redis: Redis, names: BusNames, costs: Costs, *,
-                 group: str, batch_size: int, block_ms: int, idempotency_ttl_s: int) -> None:
+                 group: str, batch_size: int, block_ms: int, idempotency_ttl_s: int,
+                 user_events_retention_s: int = 24 * 3600,
+                 calendar: MarketCalendar | None = None,
+                 clock: Callable[[], datetime] = utc_now, snapshot_batch_size: int = 200) -> None:
         self.db = db
         self.redis = redis
+        self.names = names
         self.stream = names.tick_stream
         self.health_key = names.fills_health
         self.costs = costs
@@ -95,9 +117,21 @@ class FillsWorker:
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.idempotency_ttl = timedelta(seconds=idempotency_ttl_s)
+        self.user_events_retention = timedelta(seconds=user_events_retention_s)
         self.stopping = threading.Event()
+        # The entry point passes the calendar in force, as the API builds it; without one,
+        # every moment trades and days end at 15:30 KST (what StocKing did before).
+        self.calendar: MarketCalendar = AlwaysOpen() if calendar is None else calendar
+        self.clock = clock
+        # Every account at each trading day's close (api.performance.snapshots).
+        self.snapshots = SnapshotJob(db, redis, names, batch_size=snapshot_batch_size)
         self.fills_total = 0
         self.expired_total = 0
+        self.outside_band_total = 0
+        self.activated_total = 0
+        # The trading day whose band the live GTC orders were last checked against (its start,
+        # api.market.rules.day_start); None: not yet since this worker started.
+        self.band_checked_day: datetime | None = None
         self.last_entry_id: str | None = None
         self._next_health = 0.0
         self._next_expiry = 0.0
@@ -140,7 +174,12 @@ class FillsWorker:
                     # hand was not acknowledged, and is read again from the pending entries.
                     # Redis too: down, restarted, or our connection killed (`CLIENT KILL`). A
                     # dead connection is replaced on the next command.
-                    redis_lost = isinstance(exc, RedisConnectionError | RedisTimeoutError)
+                    # A Redis that restarted empty answers NOGROUP until the loop's
+                    # ensure_group makes the group again (a command retried on a new
+                    # connection can reach it first).
+                    redis_lost = (isinstance(exc, RedisConnectionError | RedisTimeoutError)
+                                  or (isinstance(exc, ResponseError)
+                                      and str(exc).startswith("NOGROUP")))
                     if not (redis_lost or is_unavailable(exc)):
                         raise
                     logger.warning("%s unavailable (%s); trying again in %.1f s",
@@ -158,9 +197,9 @@ class FillsWorker:
         """The group's last delivered entry (where a restarted worker resumes)."""
         groups: Any = self.redis.xinfo_groups(self.stream)
         for group in groups:
-            if _text(group["name"]) == self.group:
-                last = _text(group["last-delivered-id"])
-                return None if last == "0-0" else last
+            if as_text(group["name"]) == self.group:
+                last = as_text(group["last-delivered-id"])
+                return None if last == EMPTY_STREAM_ID else last
         return None
 
     def drain_pending(self) -> None:
@@ -206,7 +245,7 @@ class FillsWorker:
 
     def process(self, entries: Entries) -> None:
         ticks = [tick for tick in (parse_tick(i, f) for i, f in entries) if tick is not None]
-        first_id, last_id = _text(entries[0][0]), _text(entries[-1][0])
+        first_id, last_id = as_text(entries[0][0]), as_text(entries[-1][0])
         resting = self.db.call(store.resting_orders, {tick.code for tick in ticks})
         unchecked = [order for order in resting if not order.checked]
         if unchecked:
@@ -234,17 +273,22 @@ class FillsWorker:
             matched = candidates(tick, orders, side)
             if not matched:
                 continue
-            volume_left = tick.volume - self.db.call(store.volume_taken, tick.id, side)
+            # A hint read without a lock: each fill takes from the print's locked row, which
+            # orders arriving in the API share (api.orders.prints).
+            volume_left = self.db.call(store.volume_left, tick, side)
             for order in matched:
-                if volume_left <= 0:
-                    break
-                filled = self.db.call_retrying(store.fill_from_tick, order, tick, volume_left,
-                                               self.costs)
+                waiting_market = order.price is None  # fills in full, drawing on nothing
+                if volume_left <= 0 and not waiting_market:
+                    break  # (market orders come first in an auction's priority)
+                filled = self.db.call_retrying(store.fill_from_tick, order, tick, self.costs)
                 if filled:
                     self.fills_total += 1
-                    logger.info("filled order %d: %d @ %d (tick %s)", order.id, filled,
-                                order.price, tick.id)
-                volume_left -= filled
+                    logger.info("filled order %d: %d @ %d (tick %s%s)", order.id, filled,
+                                tick.price if tick.is_auction or waiting_market
+                                else order.price, tick.id,
+                                f", {tick.session}" if tick.is_auction else "")
+                if not waiting_market:
+                    volume_left -= filled
 
     # --- health --------------------------------------------------------------------------------
 
@@ -255,10 +299,12 @@ class FillsWorker:
         if now < self._next_health:
             return
         self._next_health = now + HEALTH_INTERVAL_S
-        fields: dict[FieldT, EncodableT] = {
-            "pid": os.getpid(), "updated_at": format_utc(datetime.now(UTC), millis=True),
-            "last_entry_id": self.last_entry_id or "", "caught_up": int(caught_up),
-            "fills_total": self.fills_total, "expired_total": self.expired_total}
+        health = FillsHealth(
+            pid=os.getpid(), updated_at=format_utc(datetime.now(UTC), millis=True),
+            last_entry_id=self.last_entry_id, caught_up=caught_up,
+            fills_total=self.fills_total, expired_total=self.expired_total)
+        # (A copy, typed as redis-py asks: its mapping's key type is invariant.)
+        fields: dict[FieldT, EncodableT] = {name: value for name, value in health.to_hash().items()}
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.health_key, mapping=fields)
             pipe.expire(self.health_key, HEALTH_TTL_S)
@@ -267,24 +313,148 @@ class FillsWorker:
     # --- housekeeping --------------------------------------------------------------------------
 
     def housekeeping(self) -> None:
-        """Work that must not run ahead of the stream: a DAY order expires only once the
-        worker has processed the ticks that printed before its close."""
+        """Work that must not run ahead of the stream: a DAY order expires, and a GTC order is
+        checked against the new day's band, only once the worker has processed the ticks that
+        printed before the close. Reservations are activated after expiry ran: one activated
+        late (the worker was down past its day) is caught up with its day's ticks by the next
+        batch before the next pass expires it."""
         now = time.monotonic()
         if now >= self._next_expiry:
             self._next_expiry = now + EXPIRY_INTERVAL_S
-            self.expire_due(datetime.now(UTC))
+            self.expire_due(self.clock())
+            self.activate_due(self.clock())
+            self.recheck_gtc_bands(self.clock())
+            self.snapshots.take_due(self.calendar, self.clock())
         if now >= self._next_purge:
             self._next_purge = now + PURGE_INTERVAL_S
             purged = self.db.call(purge, datetime.now(UTC) - self.idempotency_ttl)
             if purged:
                 logger.info("purged %d idempotency key(s)", purged)
+            self.purge_trade_prints()
+            self.purge_user_events()
+
+    def purge_trade_prints(self) -> int:
+        """Delete the volume counts of prints gone from the tick stream (api.orders.prints):
+        rows created more than PRINT_PURGE_MARGIN before its oldest entry. None while the
+        stream is empty: then nothing says which prints are gone."""
+        oldest = self.redis.xrange(self.stream, count=1)
+        if not oldest or oldest[0][0] is None:
+            return 0
+        oldest_ms = int(as_text(oldest[0][0]).split("-")[0])
+        cutoff = datetime.fromtimestamp(oldest_ms / 1000, UTC) - PRINT_PURGE_MARGIN
+        purged = self.db.call(purge_prints, cutoff)
+        if purged:
+            logger.info("purged the volume counts of %d print(s) gone from the stream", purged)
+        return purged
+
+    def purge_user_events(self) -> int:
+        """Delete the users' stream events older than USER_EVENTS_RETENTION_S, a batch per
+        transaction (api.streams.events.purge: each raises its users' reset watermarks)."""
+        before = datetime.now(UTC) - self.user_events_retention
+        purged = 0
+        while not self.stopping.is_set():
+            batch = self.db.call(events.purge, before)
+            purged += batch
+            if batch < events.PURGE_BATCH:
+                break
+        if purged:
+            logger.info("purged %d user stream event(s)", purged)
+        return purged
 
     def expire_due(self, now: datetime) -> int:
+        """Expire the active orders whose trading day has closed (DAY orders, and market
+        orders that waited for an auction's price in vain). Where the day ended with a closing
+        auction, they wait CLOSING_PRINT_GRACE more for its print, which may fill them."""
         expired = 0
-        for order_id, user_id in self.db.call(store.due_for_expiry, now):
-            if self.db.call_retrying(order_service.expire, order_id, user_id, now):
+        for order_id, user_id, expires_at in self.db.call(store.due_for_expiry, now):
+            if now < expires_at + CLOSING_PRINT_GRACE and self._closes_by_auction(expires_at):
+                continue
+            if self.db.call_retrying(order_store.expire, order_id, user_id, now):
                 expired += 1
         if expired:
             self.expired_total += expired
             logger.info("expired %d DAY order(s) at the session close", expired)
         return expired
+
+    def _closes_by_auction(self, close: datetime) -> bool:
+        """Whether the trading day that closes at `close` ends with a closing auction."""
+        day = self.calendar.day_of(close - timedelta(microseconds=1))
+        return day.closing_auction_start < day.close
+
+    def activate_due(self, now: datetime) -> int:
+        """Activate the reservation orders whose opening auction has come (api.orders.store
+        .activate): each rests from its auction's start, so the opening auction's print fills
+        it, even when this worker gets to it later (it looks back from there). A limit order
+        is checked again against its day's band, whose base is the latest close; outside, it
+        is cancelled and its hold released. Idempotent, and safe against users' cancels (each
+        activation locks the account and the order and checks it is still reserved)."""
+        activated = cancelled = 0
+        # One batch a pass (the next pass, a second later, takes the next one).
+        due = self.db.call(store.due_for_activation, now)
+        quotes = self._quotes({order.code for order in due})
+        for order in due:
+            quote = quotes.get(order.code)
+            # Without a quote there is no newer base to check against: placement checked it.
+            band = (None if quote is None or order.price is None
+                    else day_band(quote, order.rules, now, self.calendar))
+            outcome = self.db.call_retrying(order_store.activate, order.id, order.user_id,
+                                            band, stream_id_at(order.activates_at), now)
+            if outcome is OrderStatus.OPEN:
+                activated += 1
+            elif outcome is OrderStatus.CANCELLED:
+                cancelled += 1
+                logger.info("cancelled reservation order %d: %s KRW is outside the day's "
+                            "limits", order.id, order.price)
+        if activated:
+            self.activated_total += activated
+            logger.info("activated %d reservation order(s)", activated)
+        return activated + cancelled
+
+    def recheck_gtc_bands(self, now: datetime) -> int:
+        """Once per trading day, after its start (the latest close, api.orders.checks): cancel
+        every live GTC order whose price lies outside the new day's band around the day's base
+        (reason `outside_price_limits`), releasing its hold. Runs like expiry, only when caught
+        up with the stream, so a trade printed before the close fills the order first. An order
+        without a quote keeps resting (no base to check against) until the next day's pass.
+        Idempotent: a pass again (after a restart) cancels only orders still outside the band,
+        and each cancel checks its locked row again (the user may have cancelled or re-priced
+        it)."""
+        day = day_start(self.calendar, now)
+        if self.band_checked_day == day:
+            return 0
+        closed = self.calendar.previous_close(now)
+        if now < closed + CLOSING_PRINT_GRACE and self._closes_by_auction(closed):
+            return 0  # the closing auction's print, the new day's base, may still come
+        cancelled, after_id = 0, 0
+        while batch := self.db.call(store.live_gtc_orders, after_id):
+            after_id = batch[-1].id
+            quotes = self._quotes({order.code for order in batch})
+            for order in batch:
+                quote = quotes.get(order.code)
+                if quote is None:
+                    continue
+                band = day_band(quote, order.rules, now, self.calendar)
+                if order.price in band:
+                    continue
+                if self.db.call_retrying(order_store.cancel_outside_band, order.id,
+                                         order.user_id, band):
+                    cancelled += 1
+                    logger.info("cancelled GTC order %d: %d KRW is outside the day's limits "
+                                "%d-%d", order.id, order.price, band.lower, band.upper)
+        self.band_checked_day = day
+        self.outside_band_total += cancelled
+        return cancelled
+
+    def _quotes(self, codes: set[str]) -> dict[str, Quote]:
+        """The latest quote of each code that has a readable one."""
+        ordered = sorted(codes)
+        raws: Any = self.redis.mget([self.names.quote(code) for code in ordered])
+        quotes: dict[str, Quote] = {}
+        for code, raw in zip(ordered, raws, strict=True):
+            if raw is None:
+                continue
+            try:
+                quotes[code] = Quote.from_json(raw)
+            except MalformedQuote as exc:
+                logger.warning("ignoring the malformed quote of %s: %s", code, exc)
+        return quotes

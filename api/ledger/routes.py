@@ -1,34 +1,28 @@
 """HTTP routes of api.ledger: deposits, withdrawals and the ledger (the account summary with
-equity is api.portfolio's)."""
+equity is api.portfolio's). Each parses the request and calls one function of
+api.ledger.service."""
 
 from __future__ import annotations
 
-import functools
 import re
 from datetime import date
-from typing import Annotated, Any, Protocol
+from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BeforeValidator
-from sqlalchemy.orm import Session
 
-from api import idempotency
-from api.auth.deps import CurrentUser
-from api.deps import DatabaseDep, ResourcesDep, SettingsDep
+from api.deps import ResourcesDep
 from api.idempotency import IdempotencyKeyHeader
 from api.ledger import service
-from api.ledger.schemas import (
-    AmountRequest,
-    CashMovementOut,
-    CashOut,
-    LedgerEntryOut,
-    TransactionsPage,
-)
-from api.models import Account, LedgerEntry, LedgerType
+from api.ledger.schemas import AmountRequest, CashMovementOut, TransactionsPage
+from api.models import LedgerType
 from api.openapi import problems
 from api.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from api.portfolios.deps import AccountId
 
 router = APIRouter(tags=["account"])
+
+JSON = "application/json"
 
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -44,76 +38,42 @@ def _iso_day(value: object) -> object:
 CalendarDay = Annotated[date, BeforeValidator(_iso_day)]
 
 
-class Move(Protocol):
-    def __call__(self, session: Session, user_id: int, amount: int, *,
-                 max_krw: int) -> tuple[Account, LedgerEntry]: ...
-
-
-def _movement(session: Session, account: Account, entry: LedgerEntry) -> CashMovementOut:
-    session.flush()  # the entry's id and created_at
-    return CashMovementOut(account=CashOut.of(account),
-                           entry=LedgerEntryOut.model_validate(entry))
-
-
-def _move_cash(session: Session, move: Move, path: str, user_id: int, amount: int,
-               max_krw: int, key: str | None) -> dict[str, Any]:
-    # The account lock serialises this user's requests, so the key check is reliable.
-    service.lock_account(session, user_id)
-    return idempotency.once(
-        session, user_id, key, idempotency.fingerprint("POST", path, {"amount": amount}),
-        lambda: _movement(session, *move(session, user_id, amount, max_krw=max_krw))
-        .model_dump(mode="json"))
-
-
-
-
-@router.post("/account/deposit", responses=problems({
+# Deposits and withdrawals answer the JSON the service built (and recorded for the
+# Idempotency-Key) once; `response_model` documents it.
+@router.post("/account/deposit", response_model=CashMovementOut, responses=problems({
     404: "`account_not_found`",
     422: "`validation_error` (not an integer), `invalid_amount`, `amount_over_limit`, "
          "`daily_deposit_limit_exceeded` (with `remaining_today_krw`), "
          "`idempotency_key_reused`",
 }))
-async def deposit(body: AmountRequest, principal: CurrentUser, resources: ResourcesDep,
-                  key: IdempotencyKeyHeader = None) -> CashMovementOut:
+async def deposit(body: AmountRequest, account_id: AccountId, resources: ResourcesDep,
+                  key: IdempotencyKeyHeader = None) -> Response:
     """Add free virtual cash (whole KRW, at most DEPOSIT_MAX_KRW per request and
     DEPOSIT_DAILY_MAX_KRW per day, Korea time)."""
-    settings = resources.settings
-    move = functools.partial(service.deposit, daily_max_krw=settings.deposit_daily_max_krw,
-                             now=resources.clock())
-    return CashMovementOut.model_validate(await resources.db.run_retrying(
-        _move_cash, move, "/api/v1/account/deposit", principal.user_id,
-        body.amount, settings.deposit_max_krw, key))
+    return Response(await service.deposit_cash(resources, account_id, body.amount, key),
+                    media_type=JSON)
 
 
-@router.post("/account/withdraw", responses=problems({
+@router.post("/account/withdraw", response_model=CashMovementOut, responses=problems({
     404: "`account_not_found`",
     409: "`clawback_outstanding`: a refunded payment's cash is still owed",
     422: "`validation_error` (not an integer), `invalid_amount`, `amount_over_limit`, "
          "`insufficient_funds`, `idempotency_key_reused`",
 }))
-async def withdraw(body: AmountRequest, principal: CurrentUser, db: DatabaseDep,
-                   settings: SettingsDep, key: IdempotencyKeyHeader = None) -> CashMovementOut:
+async def withdraw(body: AmountRequest, account_id: AccountId, resources: ResourcesDep,
+                   key: IdempotencyKeyHeader = None) -> Response:
     """Take virtual cash out (whole KRW, at most WITHDRAW_MAX_KRW per request, never more
     than the available cash)."""
-    return CashMovementOut.model_validate(await db.run_retrying(
-        _move_cash, service.withdraw, "/api/v1/account/withdraw", principal.user_id,
-        body.amount, settings.withdraw_max_krw, key))
-
-
-def _transactions(session: Session, user_id: int, type: LedgerType | None, start: date | None,
-                  end: date | None, cursor: str | None, limit: int) -> TransactionsPage:
-    page = service.transactions(session, user_id, type=type, start=start, end=end,
-                                cursor=cursor, limit=limit)
-    return TransactionsPage(items=[LedgerEntryOut.model_validate(e) for e in page.items],
-                            next_cursor=page.next_cursor)
+    return Response(await service.withdraw_cash(resources, account_id, body.amount, key),
+                    media_type=JSON)
 
 
 @router.get("/transactions", responses=problems({
     422: "`validation_error`, `invalid_cursor`, `invalid_date_range`",
 }))
 async def transactions(
-    principal: CurrentUser,
-    db: DatabaseDep,
+    account_id: AccountId,
+    resources: ResourcesDep,
     type: Annotated[LedgerType | None, Query(description="only rows of this type")] = None,
     start: Annotated[CalendarDay | None, Query(alias="from",
                                                description="first day, inclusive (KST)")] = None,
@@ -122,5 +82,6 @@ async def transactions(
     cursor: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> TransactionsPage:
-    """The signed-in user's ledger, newest first, with cursor pagination."""
-    return await db.read(_transactions, principal.user_id, type, start, end, cursor, limit)
+    """The portfolio's ledger, newest first, with cursor pagination."""
+    return await service.transactions_page(resources, account_id, type=type,
+                                           start=start, end=end, cursor=cursor, limit=limit)

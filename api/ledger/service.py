@@ -1,27 +1,30 @@
-"""Cash accounts and the append-only ledger: SQL units of work, run with `Database.run_retrying`.
+"""Cash accounts and the append-only ledger: the requests of the deposit, withdraw and
+transactions routes, and the SQL units of work, run with `Database.run_retrying`.
 
 `post` is the only function that changes an account's cash, and it always writes exactly one
 ledger row with the balance before and after, in the same transaction, on an account row the
-caller has locked with `lock_account` (`SELECT ... FOR UPDATE`). Several accounts are locked in
-ascending user id order, so two transactions never wait on each other in a cycle. The CHECK and
-UNIQUE constraints of the tables are the second guard. Nothing here commits: `Database` does.
-Amounts are whole KRW (`int`), never floats.
+caller has locked with `take_user_lock` (`SELECT ... FOR UPDATE`). Work that must lock several
+accounts locks them in ascending user id order, so two transactions never wait on each other in
+a cycle. The CHECK and UNIQUE constraints of the tables are the second guard. Nothing here
+commits: `Database` does. Amounts are whole KRW (`int`), never floats.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api import idempotency
 from api.auth.users import user_exists, user_gone
 from api.errors import ApiError, Conflict, NotFound, Unprocessable
-from api.market.rules import KST
-from api.models import Account, LedgerEntry, LedgerType, User
+from api.idempotency import KeyedRequest
+from api.kst_days import kst_day_around, on_kst_days
+from api.ledger.schemas import CashMovementOut, CashOut, LedgerEntryOut, TransactionsPage
+from api.models import Account, LedgerEntry, LedgerType, User, utc_now
 from api.pagination import (
     DEFAULT_PAGE_SIZE,
     Page,
@@ -30,11 +33,70 @@ from api.pagination import (
     page_of,
 )
 from api.resources import Resources
+from api.streams.events import record_cash
 
 logger = logging.getLogger(__name__)
 
 # Dates in the `transactions` filter are KST calendar days.
 CURSOR_KIND = "le"
+DEPOSIT_PATH = "/api/v1/account/deposit"
+WITHDRAW_PATH = "/api/v1/account/withdraw"
+
+
+# --- requests ------------------------------------------------------------------------------------
+
+
+async def deposit_cash(resources: Resources, user_id: int, amount: int,
+                       key: str | None) -> str:
+    """The JSON answer to a deposit: the account's cash after it, and its ledger row."""
+    settings = resources.settings
+    keyed = KeyedRequest.of(user_id, key, "POST", DEPOSIT_PATH, {"amount": amount})
+    return await resources.db.run_retrying(
+        _deposit, keyed, amount, max_krw=settings.deposit_max_krw,
+        daily_max_krw=settings.deposit_daily_max_krw, now=resources.clock())
+
+
+async def withdraw_cash(resources: Resources, user_id: int, amount: int,
+                        key: str | None) -> str:
+    """The JSON answer to a withdrawal, shaped as a deposit's."""
+    keyed = KeyedRequest.of(user_id, key, "POST", WITHDRAW_PATH, {"amount": amount})
+    return await resources.db.run_retrying(_withdraw, keyed, amount,
+                                           max_krw=resources.settings.withdraw_max_krw)
+
+
+async def transactions_page(resources: Resources, user_id: int, *, type: LedgerType | None,
+                            start: date | None, end: date | None, cursor: str | None,
+                            limit: int) -> TransactionsPage:
+    return await resources.db.read(_transactions_page, user_id, type, start, end, cursor, limit)
+
+
+def _movement(session: Session, account: Account, entry: LedgerEntry) -> CashMovementOut:
+    session.flush()  # the entry's id and created_at
+    return CashMovementOut(account=CashOut.of(account),
+                           entry=LedgerEntryOut.model_validate(entry))
+
+
+def _deposit(session: Session, keyed: KeyedRequest, amount: int, *, max_krw: int,
+             daily_max_krw: int, now: datetime) -> str:
+    account = take_user_lock(session, keyed.user_id)
+    return idempotency.answer_once(session, keyed, lambda: _movement(
+        session, account, deposit_into(session, account, amount, max_krw=max_krw,
+                                       daily_max_krw=daily_max_krw, now=now)))
+
+
+def _withdraw(session: Session, keyed: KeyedRequest, amount: int, *, max_krw: int) -> str:
+    account = take_user_lock(session, keyed.user_id)
+    return idempotency.answer_once(session, keyed, lambda: _movement(
+        session, account, withdraw_from(session, account, amount, max_krw=max_krw)))
+
+
+def _transactions_page(session: Session, user_id: int, type: LedgerType | None,
+                       start: date | None, end: date | None, cursor: str | None,
+                       limit: int) -> TransactionsPage:
+    page = transactions(session, user_id, type=type, start=start, end=end, cursor=cursor,
+                        limit=limit)
+    return TransactionsPage(items=[LedgerEntryOut.model_validate(e) for e in page.items],
+                            next_cursor=page.next_cursor)
 
 
 # --- accounts ------------------------------------------------------------------------------------
@@ -91,9 +153,11 @@ async def open_missing_accounts(resources: Resources) -> None:
                     opened)
 
 
-def lock_account(session: Session, user_id: int) -> Account:
-    """The user's account row, locked until the transaction ends; 404 if there is none, 401
-    `user_not_found` if the user itself is gone (a token outlives its user)."""
+def take_user_lock(session: Session, user_id: int) -> Account:
+    """The per-user write lock: every write of one user's money, orders or watchlists takes it
+    first, so that user's writes run one at a time. It is the user's account row, locked
+    (`SELECT ... FOR UPDATE`) until the transaction ends, and returned. 404 if there is no
+    account, 401 `user_not_found` if the user itself is gone (a token outlives its user)."""
     account = session.scalar(select(Account).where(Account.user_id == user_id)
                              .with_for_update().execution_options(populate_existing=True))
     if account is None:
@@ -101,13 +165,8 @@ def lock_account(session: Session, user_id: int) -> Account:
     return account
 
 
-def lock_accounts(session: Session, user_ids: Iterable[int]) -> dict[int, Account]:
-    """Several accounts, locked one by one in ascending user id order (the fixed lock order)."""
-    return {user_id: lock_account(session, user_id) for user_id in sorted(set(user_ids))}
-
-
 def get_account(session: Session, user_id: int) -> Account:
-    """The user's account, read without a lock (for display); errors as `lock_account`."""
+    """The user's account, read without a lock (for display); errors as `take_user_lock`."""
     account = session.get(Account, user_id)
     if account is None:
         raise _no_account(session, user_id)
@@ -125,12 +184,16 @@ def _no_account(session: Session, user_id: int) -> ApiError:
 
 
 def post(session: Session, account: Account, type: LedgerType, amount: int,
-         reference: str | None = None, *, reference_is_new: bool = False) -> LedgerEntry:
+         reference: str | None = None, *, reference_is_new: bool = False,
+         created_at: datetime | None = None) -> LedgerEntry:
     """Add `amount` (credit > 0, debit < 0) to a locked account's cash and record it as one
     ledger row (written at the next flush). 422 `insufficient_funds` if the cash would fall
     below the held cash (or zero); 409 `duplicate_ledger_reference` if a row of this type
     already carries this reference. `reference_is_new`: the reference names something created
-    in this very transaction (a fill), so the lookup is skipped; UNIQUE still guards it."""
+    in this very transaction (a fill), so the lookup is skipped; UNIQUE still guards it.
+    `created_at`: the row's time when it is not now (a deposit counts in the day its cap was
+    checked for). A row that is not a fill's is also the user's `cash` event
+    (api.streams.events), recorded here with the row as the ledger lists it."""
     if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
         raise ValueError(f"a ledger amount is a non-zero int of KRW, not {amount!r}")
     before = account.cash
@@ -148,9 +211,15 @@ def post(session: Session, account: Account, type: LedgerType, amount: int,
         raise Conflict(f"a {type.value} with reference {reference!r} is already recorded",
                        code="duplicate_ledger_reference")
     entry = LedgerEntry(user_id=account.user_id, type=type.value, amount=amount,
-                        balance_before=before, balance_after=after, reference=reference)
+                        balance_before=before, balance_after=after, reference=reference,
+                        created_at=utc_now() if created_at is None else created_at)
     session.add(entry)
     account.cash = after
+    if type is LedgerType.FEE:
+        account.fees_paid -= amount
+    elif type is LedgerType.TAX:
+        account.taxes_paid -= amount
+    record_cash(session, entry)
     return entry
 
 
@@ -167,25 +236,24 @@ def check_amount(amount: int, max_krw: int, what: str) -> None:
                             code="amount_over_limit", max_amount=max_krw)
 
 
+def deposit_into(session: Session, account: Account, amount: int, *, max_krw: int,
+                 daily_max_krw: int, now: datetime) -> LedgerEntry:
+    """Credit free virtual cash to a locked account (which first pays any clawback owed): at
+    most `max_krw` per request, and `daily_max_krw` per KST day (`now`'s)."""
+    check_amount(amount, max_krw, "deposit")
+    check_daily_deposits(session, account.user_id, amount, daily_max_krw, now)
+    # The day it counts in is the day the cap was checked for.
+    entry = post(session, account, LedgerType.DEPOSIT, amount, created_at=now)
+    collect_clawback(session, account)
+    return entry
+
+
 def deposit(session: Session, user_id: int, amount: int, *, max_krw: int,
             daily_max_krw: int, now: datetime) -> tuple[Account, LedgerEntry]:
-    """Credit free virtual cash to the user's account (which first pays any clawback owed):
-    at most `max_krw` per request, and `daily_max_krw` per KST day (`now`'s)."""
-    check_amount(amount, max_krw, "deposit")
-    account = lock_account(session, user_id)
-    check_daily_deposits(session, user_id, amount, daily_max_krw, now)
-    entry = post(session, account, LedgerType.DEPOSIT, amount)
-    entry.created_at = now  # the day it counts in is the day the cap was checked for
-    collect_clawback(session, account)
-    return account, entry
-
-
-def kst_day_around(now: datetime) -> tuple[datetime, datetime]:
-    """The KST calendar day that `now` falls in, as [start, end) in UTC."""
-    today = now.astimezone(KST).date()
-    start, end = _kst_day_start(today), _kst_day_start(today + timedelta(days=1))
-    assert start is not None and end is not None  # a real "now" is far from year 1 or 9999
-    return start, end
+    """`deposit_into` the user's account, locked here."""
+    account = take_user_lock(session, user_id)
+    return account, deposit_into(session, account, amount, max_krw=max_krw,
+                                 daily_max_krw=daily_max_krw, now=now)
 
 
 def free_deposits(session: Session, user_id: int, start: datetime, end: datetime) -> int:
@@ -214,18 +282,24 @@ def check_daily_deposits(session: Session, user_id: int, amount: int, daily_max_
             resets_at=end.isoformat().replace("+00:00", "Z"))
 
 
-def withdraw(session: Session, user_id: int, amount: int, *,
-             max_krw: int) -> tuple[Account, LedgerEntry]:
-    """Debit virtual cash from the user's account, never below the held cash, and never while
-    a clawback is still owed (409 `clawback_outstanding`)."""
+def withdraw_from(session: Session, account: Account, amount: int, *,
+                  max_krw: int) -> LedgerEntry:
+    """Debit virtual cash from a locked account, never below the held cash, and never while a
+    clawback is still owed (409 `clawback_outstanding`)."""
     check_amount(amount, max_krw, "withdrawal")
-    account = lock_account(session, user_id)
     collect_clawback(session, account)
     if account.clawback_due > 0:
         raise Conflict(f"withdrawals are blocked while {account.clawback_due} KRW taken back "
                        "for a refunded payment is still owed", code="clawback_outstanding",
                        clawback_due=account.clawback_due)
-    return account, post(session, account, LedgerType.WITHDRAW, -amount)
+    return post(session, account, LedgerType.WITHDRAW, -amount)
+
+
+def withdraw(session: Session, user_id: int, amount: int, *,
+             max_krw: int) -> tuple[Account, LedgerEntry]:
+    """`withdraw_from` the user's account, locked here."""
+    account = take_user_lock(session, user_id)
+    return account, withdraw_from(session, account, amount, max_krw=max_krw)
 
 
 # --- clawbacks (docs/PAYMENTS.md, "Refunds") -----------------------------------------------------
@@ -258,20 +332,6 @@ def collect_clawback(session: Session, account: Account) -> LedgerEntry | None:
 # --- reading the ledger --------------------------------------------------------------------------
 
 
-def _kst_day_start(day: date) -> datetime | None:
-    """The first instant of a KST calendar day, in UTC; None when it is not representable (the
-    day after 9999-12-31, or 0001-01-01 whose KST midnight is still year 0 in UTC): such a
-    bound lies beyond every row, so it filters nothing."""
-    try:
-        return datetime.combine(day, time(), tzinfo=KST).astimezone(UTC)
-    except OverflowError:
-        return None
-
-
-def _day_after(day: date) -> date | None:
-    return None if day == date.max else day + timedelta(days=1)
-
-
 def transactions(session: Session, user_id: int, *, type: LedgerType | None = None,
                  start: date | None = None, end: date | None = None,
                  cursor: str | None = None,
@@ -284,13 +344,7 @@ def transactions(session: Session, user_id: int, *, type: LedgerType | None = No
     query = select(LedgerEntry).where(LedgerEntry.user_id == user_id)
     if type is not None:
         query = query.where(LedgerEntry.type == type.value)
-    after = None if start is None else _kst_day_start(start)
-    next_day = None if end is None else _day_after(end)
-    before = None if next_day is None else _kst_day_start(next_day)
-    if after is not None:
-        query = query.where(LedgerEntry.created_at >= after)
-    if before is not None:
-        query = query.where(LedgerEntry.created_at < before)
+    query = query.where(*on_kst_days(LedgerEntry.created_at, start, end))
     if cursor is not None:
         query = query.where(LedgerEntry.id < decode_cursor(CURSOR_KIND, cursor))
     rows = list(session.scalars(query.order_by(LedgerEntry.id.desc()).limit(limit + 1)))

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
-from api.models import Fill, Order, OrderStatus, OrderType, Side, TimeInForce
+from api.models import Fill, FillRule, Order, OrderStatus, OrderType, Side, TimeInForce
 from api.text import ClientId
+from relayer.market_calendar import Session as MarketSession
 
 
 class OrderCreate(BaseModel):
@@ -22,6 +23,10 @@ class OrderCreate(BaseModel):
     time_in_force: TimeInForce = TimeInForce.DAY
     client_order_id: ClientId | None = Field(None, description="your own id, unique among "
                                                                "your orders")
+    reserve: StrictBool = Field(False, description="a reservation order (예약주문), only while "
+                                                   "the market is closed: it holds at once "
+                                                   "and trades from the next opening auction "
+                                                   "(status RESERVED until then)")
 
 
 class OrderModify(BaseModel):
@@ -46,11 +51,21 @@ class FillOut(BaseModel):
     price: int = Field(description="KRW per share")
     value: int = Field(description="quantity * price, KRW")
     commission: int
-    tax: int
-    tick_id: str = Field(description="what priced it: the tick's stream entry id, or "
-                                     "`quote:{seq}` for a fill in the request")
+    tax: int = Field(description="sell taxes, KRW: the sum of the two below (0 on a buy)")
+    securities_transaction_tax: int = Field(description="증권거래세, KRW, rounded down")
+    rural_special_tax: int = Field(description="농어촌특별세 (KOSPI sales), KRW, rounded down")
+    tick_id: str = Field(description="the trade print that priced it: its stream entry id "
+                                     "(a quote's `tick_id`), or `quote:{seq}` when the quote "
+                                     "that priced it carried none")
     tick_seq: int | None
     tick_ts: str | None = Field(description="the trade time of that tick, as upstream sent it")
+    rule: FillRule = Field(description="how the price was set: `market_order_last_trade` (a "
+                                       "market order, at the last trade), "
+                                       "`aggressor_last_trade` (a limit order that the last "
+                                       "trade reached when it arrived, at that trade's price), "
+                                       "`resting_limit` (a resting limit order reached by a "
+                                       "later trade, at its limit), `auction_price` (an "
+                                       "order filled by a call auction's single price)")
     created_at: datetime
 
 
@@ -65,12 +80,20 @@ class OrderOut(BaseModel):
     price: int | None
     status: OrderStatus
     reason: str | None = Field(description="why it ended, if not by filling: user, "
-                                           "ioc_remainder, fok_not_fillable, session_close")
+                                           "ioc_remainder, fok_not_fillable, session_close, "
+                                           "outside_price_limits (a GTC order outside a new "
+                                           "day's band, or a reservation outside its day's "
+                                           "band when activated)")
+    session: MarketSession = Field(description="the market session it was accepted in: CONTINUOUS, "
+                                     "OPENING_AUCTION, CLOSING_AUCTION, or CLOSED (a "
+                                     "reservation order)")
     filled_quantity: int
     remaining_quantity: int
     avg_fill_price: Decimal | None = Field(description="value-weighted, 2 decimals; a string")
     held_cash: int = Field(description="cash this order still reserves")
     expires_at: datetime | None
+    activates_at: datetime | None = Field(description="a reservation order: when it enters "
+                                                      "the market (its day's opening auction)")
     created_at: datetime
     updated_at: datetime
 
@@ -98,6 +121,7 @@ def _order_fields(order: Order) -> dict[str, object]:
         "reason": order.reason, "filled_quantity": order.filled_quantity,
         "remaining_quantity": order.remaining_quantity, "avg_fill_price": average,
         "held_cash": order.held_cash, "expires_at": order.expires_at,
+        "activates_at": order.activates_at, "session": order.market_session,
         "created_at": order.created_at, "updated_at": order.updated_at,
     }
 

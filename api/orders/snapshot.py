@@ -1,17 +1,18 @@
-"""What an order is checked and priced against, read from Redis before its transaction: the
-instrument's latest quote and the tick stream's last entry id (where a resting order starts to
-listen). One pipelined round trip; no SQL transaction is open while it runs."""
+"""What an order is checked and priced against, read before its transaction: the instrument
+(from the in-process catalog), its latest quote and the tick stream's last entry id (where a
+resting order starts to listen), the last two in one pipelined round trip to Redis; no SQL
+transaction is open while it runs."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
+from api.instruments.catalog import InstrumentInfo
 from api.quotes.service import epoch_s, note_malformed_quote
 from api.resources import Resources
-from relayer.bus import MalformedQuote, Quote
-
-EMPTY_STREAM_ID = "0-0"
+from relayer.bus import EMPTY_STREAM_ID, MalformedQuote, Quote, as_text
+from relayer.krx import STOCK, PriceRules
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,16 +21,14 @@ class MarketSnapshot:
     quote: Quote | None
     quote_age_s: float | None  # None: no quote, or no readable receive time
     stream_last_id: str
+    instrument: InstrumentInfo | None  # None: not in the master
 
-
-def stream_id_key(entry_id: str) -> tuple[int, int]:
-    """A stream entry id (`ms-seq`) as a tuple that orders like the stream does."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    @property
+    def price_rules(self) -> PriceRules:
+        """The instrument's grid and limits (a stock's for a code the master lacks, which
+        `accept` refuses anyway; an order placed before the master existed is re-priced with
+        them)."""
+        return STOCK if self.instrument is None else self.instrument.price_rules
 
 
 def _quote(raw: bytes | str | None, key: str) -> Quote | None:
@@ -44,6 +43,7 @@ def _quote(raw: bytes | str | None, key: str) -> Quote | None:
 
 
 async def market_snapshot(resources: Resources, code: str) -> MarketSnapshot:
+    instrument = await resources.instruments.get(code)
     key = resources.names.quote(code)
     async with resources.redis.pipeline(transaction=False) as pipe:
         pipe.get(key)
@@ -52,5 +52,5 @@ async def market_snapshot(resources: Resources, code: str) -> MarketSnapshot:
     quote = _quote(raw_quote, key)
     received = None if quote is None else epoch_s(quote.received_at)
     age = None if received is None else max(time.time() - received, 0.0)
-    last_id = _text(last_entries[0][0]) if last_entries else EMPTY_STREAM_ID
-    return MarketSnapshot(code, quote, age, last_id)
+    last_id = as_text(last_entries[0][0]) if last_entries else EMPTY_STREAM_ID
+    return MarketSnapshot(code, quote, age, last_id, instrument)

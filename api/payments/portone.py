@@ -85,7 +85,7 @@ class RemotePayment:
 
 
 @dataclass(frozen=True)
-class WebhookEvent:
+class VerifiedWebhook:
     """A verified webhook: its id (for deduplication), type, and the payment it names, if any."""
 
     webhook_id: str
@@ -140,7 +140,7 @@ class PortOne:
                                      f"{type(exc).__name__}: {exc}"[:500]) from exc
         return remote_payment(payment)
 
-    def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
+    def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> VerifiedWebhook:
         """The webhook, if its Standard Webhooks signature over the raw body is ours and its
         timestamp within 5 minutes; WebhookRejected otherwise."""
         try:
@@ -163,7 +163,7 @@ class PortOne:
         data = data if isinstance(data, dict) else {}
         event_type = document.get("type") if isinstance(document, dict) else None
         logger.debug("verified webhook %s: %r", headers.get("webhook-id"), type(verified))
-        event = WebhookEvent(webhook_id=headers["webhook-id"],
+        event = VerifiedWebhook(webhook_id=headers["webhook-id"],
                              type=str(event_type or "")[:64],
                              payment_id=_optional_str(data.get("paymentId")),
                              store_id=_optional_str(data.get("storeId")))

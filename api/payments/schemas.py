@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
 
@@ -28,6 +29,10 @@ class ProductOut(BaseModel):
 
 class ProductsOut(BaseModel):
     items: list[ProductOut]
+
+    @classmethod
+    def of(cls, products: Iterable[Product]) -> ProductsOut:
+        return cls(items=[ProductOut.of(product) for product in products])
 
 
 class PrepareRequest(BaseModel):

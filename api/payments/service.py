@@ -1,21 +1,127 @@
-"""Payments as SQL units of work: prepare one, read them, remember handled webhooks. What
-PortOne says of a payment is applied by `api.payments.sync`."""
+"""Payments: the requests of the payment routes, and their SQL units of work (prepare one,
+read them, remember handled webhooks). What PortOne says of a payment is applied by
+`api.payments.sync`; the webhook's flow is `api.payments.webhooks`.
+
+`complete` (from the buyer's browser) and the webhook (from PortOne) do the same thing: ask
+PortOne for the payment, outside any transaction (`ask_portone`), then apply the answer in one
+transaction (`synced`). Neither trusts anything but PortOne's answer.
+"""
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.errors import NotFound
+from api.errors import Conflict, NotFound, ServiceUnavailable
 from api.ledger.service import get_account
-from api.models import Payment, PaymentStatus, WebhookEvent
+from api.models import HandledWebhook, Payment, PaymentStatus
 from api.pagination import DEFAULT_PAGE_SIZE, Page, check_limit, decode_cursor, page_of
-from api.payments.catalog import Product
+from api.payments import sync
+from api.payments.catalog import Product, product_by_id, product_by_terms
+from api.payments.portone import PortOneNotFound, PortOneUnavailable, RemotePayment
+from api.payments.schemas import (
+    PaymentEnvelope,
+    PaymentOut,
+    PaymentsPage,
+    PreparedEnvelope,
+    PreparedOut,
+    PrepareRequest,
+)
+from api.resources import Resources
+from api.system.metrics import PAYMENT_SYNCS
+
+logger = logging.getLogger(__name__)
 
 CURSOR_KIND = "pay"
+
+
+# --- requests ------------------------------------------------------------------------------------
+
+
+async def prepare_payment(resources: Resources, user_id: int,
+                          request: PrepareRequest) -> PreparedEnvelope:
+    """A PREPARED payment for the product the request names, and what the browser SDK's
+    `PortOne.requestPayment` needs to pay it."""
+    settings = resources.settings
+    payment = await resources.db.run(prepare, user_id, _product(settings.payment_products,
+                                                                request))
+    return PreparedEnvelope(data=PreparedOut(
+        store_id=settings.portone_store_id, channel_key=settings.portone_channel_key,
+        payment_id=payment.payment_id, order_name=payment.order_name, amount=payment.amount,
+        currency=payment.currency))
+
+
+def _product(catalog: Sequence[Product], request: PrepareRequest) -> Product:
+    if request.product_id is not None:
+        return product_by_id(catalog, request.product_id)
+    assert request.amount is not None and request.order_name is not None
+    assert request.currency is not None  # checked by PrepareRequest
+    return product_by_terms(catalog, order_name=request.order_name, amount=request.amount,
+                            currency=request.currency)
+
+
+async def complete(resources: Resources, user_id: int, payment_id: str) -> PaymentEnvelope:
+    """The user's payment as PortOne reports it now, applied (granted once, refunds taken back);
+    409 `payment_not_started` while PortOne has no payment of this id."""
+    payment = await resources.db.read(owned_payment, payment_id, user_id)
+    try:
+        remote = await ask_portone(resources, payment.payment_id)
+    except PortOneNotFound as exc:
+        raise Conflict("PortOne has no payment with this id yet: call requestPayment first",
+                       code="payment_not_started") from exc
+    return PaymentEnvelope(data=counted(await resources.db.run_retrying(
+        synced, payment.payment_id, remote, resources.settings.portone_store_id)))
+
+
+async def payments_page(resources: Resources, user_id: int, *, cursor: str | None,
+                        limit: int) -> PaymentsPage:
+    page = await resources.db.read(list_payments, user_id, cursor=cursor, limit=limit)
+    return PaymentsPage(items=[PaymentOut.model_validate(p) for p in page.items],
+                        next_cursor=page.next_cursor)
+
+
+async def get_payment(resources: Resources, user_id: int, payment_id: str) -> PaymentEnvelope:
+    payment = await resources.db.read(owned_payment, payment_id, user_id)
+    return PaymentEnvelope(data=PaymentOut.model_validate(payment))
+
+
+# --- syncing with PortOne (complete and the webhook) ---------------------------------------------
+
+
+async def ask_portone(resources: Resources, payment_id: str) -> RemotePayment:
+    """PortOne's record of the payment; 503 `portone_unavailable` if it cannot be had.
+    PortOneNotFound is left to the caller: what it means depends on who asks."""
+    try:
+        return await resources.portone.get_payment(payment_id)
+    except PortOneUnavailable as exc:
+        logger.warning("%s", exc)
+        raise ServiceUnavailable("PortOne could not be asked about this payment; nothing was "
+                                 "credited. Try again shortly.",
+                                 code="portone_unavailable") from exc
+
+
+def synced(session: Session, payment_id: str, remote: RemotePayment,
+           store_id: str) -> PaymentOut:
+    """Unit of work: PortOne's answer applied (`sync.apply_remote`), read inside the
+    transaction. Flushed first: `updated_at` is stamped at the flush, and an answer read before
+    it would show the time of the previous change."""
+    payment = sync.apply_remote(session, payment_id, remote, store_id)
+    session.flush()
+    return PaymentOut.model_validate(payment)
+
+
+def counted(payment: PaymentOut) -> PaymentOut:
+    """Counted once its transaction has committed (a retried one would count twice)."""
+    PAYMENT_SYNCS.labels(status=payment.status.value).inc()
+    return payment
+
+
+# --- SQL units of work ---------------------------------------------------------------------------
 
 
 def new_payment_id() -> str:
@@ -63,8 +169,8 @@ def list_payments(session: Session, user_id: int, *, cursor: str | None = None,
 
 
 def webhook_seen(session: Session, webhook_id: str) -> bool:
-    return session.scalar(select(WebhookEvent.id)
-                          .where(WebhookEvent.webhook_id == webhook_id)) is not None
+    return session.scalar(select(HandledWebhook.id)
+                          .where(HandledWebhook.webhook_id == webhook_id)) is not None
 
 
 class DuplicateWebhook(Exception):
@@ -75,7 +181,7 @@ def remember_webhook(session: Session, webhook_id: str, type: str,
                      payment_id: str | None) -> None:
     """Record the webhook as handled, in the transaction that handles it: a concurrent
     delivery of the same id waits on the UNIQUE key, then fails here and changes nothing."""
-    session.add(WebhookEvent(webhook_id=webhook_id, type=type, payment_id=payment_id))
+    session.add(HandledWebhook(webhook_id=webhook_id, type=type, payment_id=payment_id))
     try:
         session.flush()
     except IntegrityError as exc:

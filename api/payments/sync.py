@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import NotFound
-from api.ledger.service import claw_back, collect_clawback, lock_account, post
+from api.ledger.service import claw_back, collect_clawback, post, take_user_lock
 from api.models import LedgerType, Payment, PaymentStatus, User, utc_now
 from api.payments.catalog import ProductKind
 from api.payments.portone import RemotePayment
@@ -106,7 +106,7 @@ def grant(session: Session, payment: Payment, now: datetime) -> None:
     """Give the buyer what the payment bought, once (`paid_at` records that it was)."""
     payment.paid_at = now
     if payment.kind == ProductKind.CASH:
-        account = lock_account(session, payment.user_id)
+        account = take_user_lock(session, payment.user_id)
         post(session, account, LedgerType.PAYMENT, payment.credit, payment.payment_id)
         collect_clawback(session, account)
     else:
@@ -128,7 +128,7 @@ def take_back(session: Session, payment: Payment, cancelled: int, now: datetime)
     if payment.kind == ProductKind.CASH:
         target = payment.credit * cancelled // payment.amount
         delta, payment.clawed_back = target - payment.clawed_back, target
-        account = lock_account(session, payment.user_id)
+        account = take_user_lock(session, payment.user_id)
         owed = claw_back(session, account, delta,
                          reference=f"{payment.payment_id}@{cancelled}")
         logger.warning("payment %s refunded %d of %d %s: %d virtual KRW taken back from user "

@@ -1,4 +1,5 @@
-"""Valuing an account: its cash and positions from SQL, priced at the latest quotes from Redis.
+"""Valuing an account: its cash and positions from SQL, priced at the latest quotes from Redis;
+the requests of the account summary and portfolio routes.
 
 A position is valued at the last trade price. One without any quote is valued at its book cost
 (so it adds no P&L) and listed as unpriced; one with a stale quote is valued at that last price
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from api.ledger.service import get_account
 from api.models import Account, Position
+from api.portfolio.schemas import AccountSummaryOut, PortfolioOut
 from api.quotes.service import latest_quotes
 from api.resources import Resources
 
@@ -35,19 +37,49 @@ def holdings(session: Session, user_id: int) -> Holdings:
     return Holdings(account, positions)
 
 
+def return_rate(pnl: int, cost: int) -> Decimal | None:
+    """수익률: `pnl` over the `cost` it was made on, in percent with 2 decimals; None on no cost."""
+    if cost <= 0:
+        return None
+    return (Decimal(pnl) * 100 / cost).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+
+
 @dataclass(frozen=True)
 class PositionValue:
+    """An open position at its last trade price (None: no quote, valued at its book cost)."""
+
     position: Position
     last_price: int | None
     quote_age_s: float | None
     stale: bool
-    market_value: int
-    unrealized_pnl: int
+
+    @property
+    def market_value(self) -> int:
+        if self.last_price is None:
+            return self.position.cost_basis
+        return self.position.quantity * self.last_price
+
+    @property
+    def unrealized_pnl(self) -> int:
+        return self.market_value - self.position.cost_basis
+
+    @property
+    def return_rate(self) -> Decimal | None:
+        return return_rate(self.unrealized_pnl, self.position.cost_basis)
 
     @property
     def avg_price(self) -> Decimal:
-        return (Decimal(self.position.cost_basis) / self.position.quantity).quantize(
-            Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+        """Book cost per share, buy commissions included."""
+        return _per_share(self.position.cost_basis, self.position.quantity)
+
+    @property
+    def avg_purchase_price(self) -> Decimal:
+        """매입평균가: the price paid per share, without commissions."""
+        return _per_share(self.position.purchase_value, self.position.quantity)
+
+
+def _per_share(amount: int, quantity: int) -> Decimal:
+    return (Decimal(amount) / quantity).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
 
 
 @dataclass(frozen=True)
@@ -65,6 +97,12 @@ class Valuation:
         return sum(p.unrealized_pnl for p in self.open_positions)
 
     @property
+    def return_rate(self) -> Decimal | None:
+        """수익률 of the open positions taken together: unrealized P&L over their book cost."""
+        return return_rate(self.unrealized_pnl,
+                           sum(p.position.cost_basis for p in self.open_positions))
+
+    @property
     def equity(self) -> int:
         return self.account.cash + self.market_value
 
@@ -76,10 +114,16 @@ class Valuation:
 def _value(position: Position, quote: dict[str, Any] | None) -> PositionValue:
     price = None if quote is None else quote.get("price")
     if quote is None or not isinstance(price, int) or isinstance(price, bool):
-        return PositionValue(position, None, None, True, position.cost_basis, 0)
-    market_value = position.quantity * price
-    return PositionValue(position, price, quote.get("age_s"), bool(quote.get("stale")),
-                         market_value, market_value - position.cost_basis)
+        return PositionValue(position, None, None, True)
+    return PositionValue(position, price, quote.get("age_s"), bool(quote.get("stale")))
+
+
+async def account_summary(resources: Resources, user_id: int) -> AccountSummaryOut:
+    return AccountSummaryOut.of(await valuation(resources, user_id))
+
+
+async def portfolio(resources: Resources, user_id: int) -> PortfolioOut:
+    return PortfolioOut.of(await valuation(resources, user_id))
 
 
 async def valuation(resources: Resources, user_id: int) -> Valuation:

@@ -15,11 +15,11 @@ from api.deps import ResourcesDep
 from api.openapi import problems
 from api.quotes import service
 from api.quotes.schemas import DaemonHealthOut, QuoteOut, QuotesOut
+from api.quotes.service import MAX_CODES_PER_REQUEST
 
 router = APIRouter(tags=["quotes"])
 
 JSON = "application/json"
-
 
 _INVALID_CODE = "`invalid_code`: not an instrument code"
 
@@ -41,12 +41,14 @@ async def get_quote(code: str, resources: ResourcesDep, _user: CurrentUser) -> R
     "/stocks/multiple",
     response_model=None,
     responses={200: {"model": QuotesOut},
-               **problems({422: f"{_INVALID_CODE}; `too_many_codes` (over 100)"})},
+               **problems({422: f"{_INVALID_CODE}; `too_many_codes` "
+                                f"(over {MAX_CODES_PER_REQUEST})"})},
     summary="Latest quotes of several instruments",
 )
 async def get_quotes(
     stock_codes: Annotated[list[str], Query(description="repeat the parameter, or separate "
-                                                        "codes with commas; at most 100")],
+                                                        "codes with commas; at most "
+                                                        f"{MAX_CODES_PER_REQUEST}")],
     resources: ResourcesDep,
     _user: CurrentUser,
 ) -> Response:

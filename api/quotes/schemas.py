@@ -16,6 +16,10 @@ class QuoteOut(BaseModel):
     """The latest quote of one instrument, as the relayer wrote it, plus its age."""
 
     code: str = Field(examples=["A005930"])
+    name: str | None = Field(description="the instrument's Korean name (null: not in the "
+                                         "instruments master)", examples=["삼성전자"])
+    market: str | None = Field(description="KOSPI, KOSDAQ or KONEX (null: not in the master)",
+                               examples=["KOSPI"])
     price: int = Field(description="last trade price, integer KRW", examples=[71200])
     base: int = Field(description="reference price (previous close), KRW", examples=[70500])
     change: int = Field(description="price - base, KRW", examples=[700])
@@ -29,7 +33,11 @@ class QuoteOut(BaseModel):
     open: int
     high: int
     low: int
-    session: str | None = Field(examples=["REGULAR"])
+    session: str | None = Field(description="the upstream's session of this print: REGULAR "
+                                            "(continuous), OPENING_AUCTION or CLOSING_AUCTION "
+                                            "(the auctions' single prices), as sent; null if "
+                                            "not sent (KIS). The session in force now is "
+                                            "market_session", examples=["REGULAR"])
     exchange: str | None = Field(examples=["KRX"])
     currency: str = Field(examples=["KRW"])
     ts: str = Field(description="trade time upstream, ISO 8601 UTC",
@@ -37,11 +45,28 @@ class QuoteOut(BaseModel):
     received_at: str = Field(description="when the relayer read the trade, ISO 8601 UTC",
                              examples=["2026-11-20T00:00:01.004Z"])
     seq: int
+    tick_id: str | None = Field(None, description="the id of the trade's entry in the tick "
+                                                  "stream: the print a fill names",
+                                examples=["1764000000000-0"])
+    lower_limit: int = Field(description="하한가: the lowest price an order may carry today (from "
+                                         "base, on the instrument's grid; docs/TRADING.md)",
+                             examples=[49400])
+    upper_limit: int = Field(description="상한가: the highest price an order may carry today",
+                             examples=[91600])
     age_s: float | None = Field(
         description="seconds since received_at, at the time of the answer (null if unreadable)",
         examples=[0.42],
     )
-    stale: bool = Field(description="age_s > QUOTE_MAX_AGE_S (or the age is unknown)")
+    market_session: str = Field(
+        description="the session in force now by the market calendar: CLOSED, "
+                    "OPENING_AUCTION, CONTINUOUS or CLOSING_AUCTION (GET /api/v1/market/clock "
+                    "has the rest). CLOSED: show the market as closed (장 마감), not an error",
+        examples=["CONTINUOUS"])
+    stale: bool = Field(description="the quote missed prints: more than QUOTE_MAX_AGE_S older "
+                                    "than the last moment the market printed (now while "
+                                    "CONTINUOUS; the previous close while CLOSED or in the "
+                                    "opening auction; 15:20 in the closing auction), or of "
+                                    "unknown age. False at night for the last close's quote")
 
 
 class QuotesOut(BaseModel):

@@ -7,6 +7,10 @@ few microseconds, where validating through pydantic would cost more than the Red
 rate). For the same reason a single-quote read is memoised per worker for QUOTE_CACHE_TTL_S
 (api.quotes.cache).
 
+A quote's `stale` is judged against the market calendar (`Resources.calendar`): while nothing
+prints (closed, an auction collecting orders), the quote of the last print is what there is, not
+a failure; `market_session` says which session is in force (`market_moment`).
+
 Read-only: this module never writes a key. It never scans the keyspace either: "all quotes" are
 the quotes of the topics in `NS:subs:active`.
 """
@@ -14,17 +18,23 @@ the quotes of the topics in `NS:subs:active`.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from datetime import datetime
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from api.errors import NotFound, Unprocessable
-from api.instruments import parse_code
+from api.instruments.catalog import CatalogSnapshot, InstrumentInfo
+from api.instruments.codes import checked_code, unique_codes
+from api.market.rules import PriceBand, day_base, day_start
 from api.quotes.schemas import DaemonHealthOut
 from api.resources import Resources
-from relayer.bus import BusNames, MalformedQuote, decode_health, decode_quote
+from relayer.bus import BusNames, MalformedQuote, RelayerHealth, as_text, decode_quote
+from relayer.krx import STOCK
+from relayer.market_calendar import MarketCalendar, Session
 
 logger = logging.getLogger(__name__)
 
@@ -50,17 +60,6 @@ def seconds_since(moment: object, now: float) -> float | None:
     then = epoch_s(moment)
     return None if then is None else max(now - then, 0.0)
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def checked_code(text: str) -> str:
-    """The bus form of an instrument code (api.instruments.parse_code); 422 `invalid_code`."""
-    try:
-        return parse_code(text)
-    except ValueError as exc:
-        raise Unprocessable(str(exc), code="invalid_code") from exc
 
 
 # Key -> the malformed value last logged for it (bounded; per process, for the log alone).
@@ -88,12 +87,93 @@ def _decode(raw: bytes | str, key: str) -> dict[str, Any] | None:
         return None
 
 
-def _aged(quote: dict[str, Any], received: float | None, now: float,
-          max_age_s: float) -> dict[str, Any]:
-    """The quote with `age_s` and `stale` as of `now` (a new dict: `quote` may be cached)."""
-    age = None if received is None else max(now - received, 0.0)
-    return {**quote, "age_s": None if age is None else round(age, 3),
-            "stale": age is None or age > max_age_s}
+@dataclass(frozen=True, slots=True)
+class MarketMoment:
+    """The market at the moment of an answer, for judging quotes: the session in force, and the
+    span of the last printing (epoch seconds) a fresh quote must reach into."""
+
+    now: float
+    session: Session
+    printing_since: float  # prints were made from here: the open (-inf: no opening auction)
+    printed_until: float  # to here: `now` while trading continuously, else the last print
+
+    def stale(self, received: float | None, max_age_s: float) -> bool:
+        """The quote missed prints: it is more than `max_age_s` older than the last moment the
+        market printed (or is of unknown age). While the market prints that is its age; while it
+        is closed or an auction collects orders, its age at the last print; in the first
+        `max_age_s` after an opening auction, none (the auction's print is on its way)."""
+        if received is None:
+            return True
+        return self.printed_until - max(received, self.printing_since) > max_age_s
+
+
+def market_moment(calendar: MarketCalendar, now: datetime) -> MarketMoment:
+    """The calendar's session at `now` and the last span it printed in. Once per request."""
+    session = calendar.session_at(now)
+    if session is Session.CONTINUOUS:
+        day = calendar.day_of(now)
+        # A day with an opening auction starts with its print, a moment after the open;
+        # `always_open` has none: the previous day's quotes age on across its boundary.
+        since = day.open.timestamp() if day.auction_start < day.open else -math.inf
+        return MarketMoment(now.timestamp(), session, since, now.timestamp())
+    if session is Session.CLOSING_AUCTION:
+        until = calendar.day_of(now).closing_auction_start  # continuous trading ended there
+    else:  # closed, or the opening auction: the previous day's closing print was the last
+        until = calendar.previous_close(now)
+    return MarketMoment(now.timestamp(), session, -math.inf, until.timestamp())
+
+
+def _aged(quote: dict[str, Any], received: float | None, market: MarketMoment,
+          max_age_s: float, instrument: InstrumentInfo | None,
+          day_start: datetime) -> dict[str, Any]:
+    """The quote with its instrument's name and market, the day's price limits (the band
+    orders are checked against: the instrument's limits around the day's base, on its grid),
+    `age_s`, the calendar's session now and `stale` as of `market` (a new dict: `quote` may be
+    cached). Name and market are null for a code the master lacks, or before this process has
+    loaded the master (quote reads never wait for the database)."""
+    base = day_base(quote["price"], quote["base"], datetime.fromisoformat(quote["ts"]),
+                    day_start)
+    band = PriceBand.around(base, STOCK if instrument is None else instrument.price_rules)
+    age = None if received is None else max(market.now - received, 0.0)
+    return {**quote,
+            "name": None if instrument is None else instrument.name,
+            "market": None if instrument is None else instrument.market.value,
+            "lower_limit": band.lower, "upper_limit": band.upper,
+            "age_s": None if age is None else round(age, 3),
+            "market_session": market.session.value,
+            "stale": market.stale(received, max_age_s)}
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteContext:
+    """What turns a stored quote into its answer (`view`), read once per request (or once per
+    tick, for the streams): the market's moment by the calendar, the day's start, the
+    instruments master as this process holds it."""
+
+    market: MarketMoment
+    day_start: datetime
+    max_age_s: float
+    catalog: CatalogSnapshot | None
+
+    def view(self, code: str, quote: dict[str, Any]) -> dict[str, Any]:
+        """The quote as the API answers it (QuoteOut)."""
+        return _aged(quote, epoch_s(quote.get("received_at")), self.market, self.max_age_s,
+                     None if self.catalog is None else self.catalog.get(code), self.day_start)
+
+
+def quote_context(resources: Resources) -> QuoteContext:
+    return QuoteContext(market_moment(resources.calendar, _now(resources)),
+                        day_start(resources.calendar, resources.clock()),
+                        resources.settings.quote_max_age_s, resources.instruments.cached())
+
+
+def _now(resources: Resources) -> datetime:
+    """`Resources.clock()` (what orders and the calendar answer by; tests set their own), at
+    the wall clock's precision when it is the wall clock: its default keeps whole seconds, as
+    the database does, and a quote's age is told in milliseconds."""
+    now = resources.clock()
+    wall = time.time()
+    return datetime.fromtimestamp(wall, UTC) if 0 <= wall - now.timestamp() < 1 else now
 
 
 async def quote_json(resources: Resources, code_text: str) -> bytes:
@@ -111,27 +191,24 @@ async def quote_json(resources: Resources, code_text: str) -> bytes:
                 "instrument subscribed? see /api/v1/admin/websocket/subscriptions)",
                 code="quote_not_found",
             )
-        received = epoch_s(quote.get("received_at"))
         if cache.enabled:
-            cache.put(code, quote, received, time.monotonic())
+            cache.put(code, quote, epoch_s(quote.get("received_at")), time.monotonic())
     else:
-        quote, received = hit
-    return orjson.dumps(_aged(quote, received, time.time(), resources.settings.quote_max_age_s))
+        quote, _ = hit
+    return orjson.dumps(quote_context(resources).view(code, quote))
 
 
 def parse_codes(texts: list[str]) -> list[str]:
-    """Requested codes in bus form, in request order, without repeats. `A005930,A000660` in
-    one parameter counts as two codes."""
-    codes = dict.fromkeys(
-        checked_code(part)
-        for text in texts for part in (text.split(",") if "," in text else [text])
-    )
+    """The codes of a /stocks/multiple request in bus form, in request order, without repeats
+    (api.instruments.codes.unique_codes). `A005930,A000660` in one parameter counts as two codes."""
+    codes = unique_codes(part for text in texts
+                         for part in (text.split(",") if "," in text else [text]))
     if len(codes) > MAX_CODES_PER_REQUEST:
         raise Unprocessable(
             f"{len(codes)} codes requested; at most {MAX_CODES_PER_REQUEST} per request",
             code="too_many_codes",
         )
-    return list(codes)
+    return codes
 
 
 async def latest_quotes(resources: Resources, codes: list[str]) -> Quotes:
@@ -140,12 +217,11 @@ async def latest_quotes(resources: Resources, codes: list[str]) -> Quotes:
     names: BusNames = resources.names
     keys = [names.quote(code) for code in codes]
     raws = await resources.redis.mget(keys) if keys else []
-    now, max_age_s = time.time(), resources.settings.quote_max_age_s
+    context = quote_context(resources)
     quotes: Quotes = {}
     for code, key, raw in zip(codes, keys, raws, strict=True):
         quote = None if raw is None else _decode(raw, key)
-        quotes[code] = None if quote is None else _aged(
-            quote, epoch_s(quote.get("received_at")), now, max_age_s)
+        quotes[code] = None if quote is None else context.view(code, quote)
     return quotes
 
 
@@ -163,7 +239,7 @@ async def quotes_json(resources: Resources, code_texts: list[str]) -> bytes:
 async def active_quotes_json(resources: Resources) -> bytes:
     """The latest quote of every instrument subscribed upstream now (QuotesOut), by code."""
     topics = await resources.redis.hkeys(resources.names.active_subscriptions)
-    codes = {resources.topics.code(_text(topic)) for topic in topics}
+    codes = {resources.topics.code(as_text(topic)) for topic in topics}
     return await _read_quotes(resources, sorted(code for code in codes if code is not None))
 
 
@@ -173,18 +249,17 @@ async def relayer_health(resources: Resources) -> DaemonHealthOut:
     if not raw:
         return DaemonHealthOut(alive=False)
     try:
-        fields = decode_health({_text(name): _text(value) for name, value in raw.items()})
+        health = RelayerHealth.from_hash(raw)
     except ValueError as exc:
         logger.warning("unreadable relayer health hash: %s", exc)
         return DaemonHealthOut(alive=False)
-    fields = {name: (None if value == "" else value) for name, value in fields.items()}
     now = time.time()
-    updated_age = seconds_since(fields["updated_at"], now)
-    last_tick_age = seconds_since(fields["last_tick_at"], now)
-    last_write_age = seconds_since(fields["last_write_at"], now)
+    updated_age = seconds_since(health.updated_at, now)
+    last_tick_age = seconds_since(health.last_tick_at, now)
+    last_write_age = seconds_since(health.last_write_at, now)
     alive = updated_age is not None and updated_age <= resources.settings.relayer_health_max_age_s
     return DaemonHealthOut(
-        **fields,
+        **asdict(health),
         alive=alive,
         updated_age_s=None if updated_age is None else round(updated_age, 3),
         last_tick_age_s=None if last_tick_age is None else round(last_tick_age, 3),

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.cancellation import honour_cancellation
 from api.models import Subscription
 from api.resources import Resources
 from relayer.bus import Command, CommandType, DesiredSource, format_utc
@@ -103,6 +104,7 @@ async def keep_desired_set_restored(resources: Resources) -> None:
                 logger.warning("the desired set has lost its SQL subscriptions (Redis restarted "
                                "empty or was flushed): restoring it")
                 await _restore_and_nudge(resources)
+            honour_cancellation()
             if failing:
                 logger.info("the desired-set check works again")
             failing = False

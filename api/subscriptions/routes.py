@@ -8,13 +8,13 @@ not problem+json, since the change is stored in every case.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
 from api.auth.deps import AdminUser, admin_principal
 from api.deps import ResourcesDep
-from api.openapi import problems
+from api.openapi import Responses, problems
 from api.subscriptions import service
 from api.subscriptions.commands import Reply
 from api.subscriptions.schemas import CommandAnswer, ResyncAnswer, SubscriptionList
@@ -26,7 +26,8 @@ TopicQuery = Annotated[str, Query(
 )]
 
 
-def _command_responses(model: type[CommandAnswer]) -> dict[int | str, dict[str, Any]]:
+def _command_responses(model: type[CommandAnswer]) -> Responses:
+    """The answers that carry the command's outcome in `model`, not a problem."""
     return {
         202: {"model": model, "description": "stored; the relayer has not answered yet"},
         503: {"model": model, "description": "stored; no relayer is alive to apply it now "

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from api.auth.tokens import Principal
 from api.errors import NotFound, Unprocessable
-from api.instruments import parse_code
+from api.instruments.codes import parse_code
+from api.instruments.gate import known_instruments
 from api.models import Subscription
 from api.quotes.service import relayer_health
 from api.resources import Resources
@@ -89,6 +90,9 @@ def _stored(session: Session) -> list[Subscription]:
 
 async def subscribe(resources: Resources, topic_text: str, admin: Principal) -> Reply:
     target = parse_topic(resources, topic_text)
+    # Only instruments of the master (listed or halted) are relayed: a typo or a delisted code
+    # would cost an upstream subscription that never prints (api.instruments.gate).
+    await known_instruments(resources, [target.code])
     try:
         added = await resources.db.run(_store, target, admin.user_id)
     except IntegrityError:

@@ -7,6 +7,8 @@
   labelled by the payment's status after it; alert on `status="MISMATCH"` (docs/PAYMENTS.md).
 - Relayer: its figures are read from its health hash at scrape time (`RelayerCollector`), so
   every scrape sees the relayer as it is now, whichever API process answers.
+- Market: whether ticks are expected now by the calendar (`MarketCollector`), to gate an alert
+  on the relayer's last tick age.
 
 Under Gunicorn each worker counts its own requests. prometheus-client's multiprocess mode makes
 a scrape see them all: every worker writes its values to files in PROMETHEUS_MULTIPROC_DIR
@@ -19,6 +21,7 @@ The middleware must never do I/O or label by anything unbounded (raw paths, unkn
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -35,12 +38,19 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.quotes.schemas import DaemonHealthOut
+from api.quotes.service import relayer_health
+from api.resources import Resources
+from relayer.market_calendar import Session
 
-__all__ = ["CONTENT_TYPE_LATEST", "PAYMENT_SYNCS", "MetricsMiddleware", "RelayerCollector",
-           "render"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["CONTENT_TYPE_LATEST", "PAYMENT_SYNCS", "MarketCollector", "MetricsMiddleware",
+           "RelayerCollector", "render"]
 
 # Route label of a request that matched no route (a 404): one series for all of them.
 UNMATCHED = "unmatched"
@@ -81,22 +91,33 @@ class MetricsMiddleware:
         # If the app raises before answering, the server's error handler (outside this
         # middleware) answers 500.
         status = 500
+        started = time.perf_counter()
+        counted = False
 
-        async def send_and_note_status(message: Message) -> None:
+        def count() -> None:
+            nonlocal counted
+            counted = True
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
+            requests, latency = _series(method, route_template(scope), status)
+            requests.inc()
+            latency.observe(time.perf_counter() - started)
+
+        async def send_counting(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Counted before the last byte leaves: a client that has its answer and then
+                # scrapes /metrics must find it counted (counting after the app returned
+                # raced with that scrape).
+                count()
             await send(message)
 
-        started = time.perf_counter()
         try:
-            await self.app(scope, receive, send_and_note_status)
+            await self.app(scope, receive, send_counting)
         finally:
-            elapsed = time.perf_counter() - started
-            method = scope["method"] if scope["method"] in METHODS else "OTHER"
-            count, latency = _series(method, route_template(scope), status)
-            count.inc()
-            latency.observe(elapsed)
+            if not counted:
+                count()
 
 
 # The series of each (method, route, status) seen: `.labels()` costs more than the update.
@@ -190,6 +211,22 @@ class RelayerCollector(Collector):
                                     value=health.last_tick_age_s)
 
 
+class MarketCollector(Collector):
+    """Whether the market prints continuously now, by the calendar in force: an alert on
+    `stocking_relayer_last_tick_age_seconds` should hold only while this is 1, since the
+    market is silent at night, on holidays and while an auction collects orders."""
+
+    def __init__(self, ticks_expected: bool) -> None:
+        self.ticks_expected = ticks_expected
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "stocking_market_ticks_expected",
+            "1 while the market calendar's session is continuous trading (ticks expected), "
+            "0 while closed or in a call auction",
+            value=1 if self.ticks_expected else 0)
+
+
 class _ThisProcess(Collector):
     """The default registry (this process's metrics, plus its process/GC figures)."""
 
@@ -197,7 +234,22 @@ class _ThisProcess(Collector):
         return REGISTRY.collect()
 
 
-def render(multiproc_dir: str | None, relayer: DaemonHealthOut | None) -> bytes:
+async def scrape(resources: Resources) -> bytes:
+    """The exposition text for `GET /metrics`, with the relayer's health read now."""
+    relayer: DaemonHealthOut | None
+    try:
+        relayer = await relayer_health(resources)
+    except RedisError as exc:
+        # A scrape must not fail with Redis: the HTTP figures are still worth having.
+        logger.warning("metrics: cannot read the relayer's health: %s", exc)
+        relayer = None
+    ticks_expected = resources.calendar.session_at(resources.clock()) is Session.CONTINUOUS
+    return await run_in_threadpool(render, resources.settings.prometheus_multiproc_dir, relayer,
+                                   ticks_expected)
+
+
+def render(multiproc_dir: str | None, relayer: DaemonHealthOut | None,
+           ticks_expected: bool = True) -> bytes:
     """The exposition text: every process's HTTP figures and the relayer's. Reads files in
     multiprocess mode, so call it off the event loop."""
     registry = CollectorRegistry()
@@ -206,4 +258,5 @@ def render(multiproc_dir: str | None, relayer: DaemonHealthOut | None) -> bytes:
     else:
         registry.register(_ThisProcess())
     registry.register(RelayerCollector(relayer))
+    registry.register(MarketCollector(ticks_expected))
     return generate_latest(registry)

@@ -6,6 +6,9 @@ within SUBSCRIPTIONS_RESTORE_INTERVAL_S; until then it is not ready). The relaye
 state and the fills worker's heartbeat are reported but do not decide readiness: accounts,
 orders and payments work without live prices, and a load balancer that took every API host out
 of service because the relayer is reconnecting would turn a degraded platform into a dead one.
+Nor does the age of the relayer's last tick: while the market calendar says nothing prints
+(closed, an auction collecting orders) hours without a tick are expected, and the relayer's
+check says so (`market_session`, `ticks_expected`) so that a reader does not take them for a fault.
 
 Anyone may ask, and learns only ready or not (`ReadinessStatus`): a load balancer needs no
 more. An admin's token gets the checks (`Readiness`). Even those name what failed (exception
@@ -30,6 +33,8 @@ from api.quotes.schemas import DaemonHealthOut
 from api.quotes.service import relayer_health, seconds_since
 from api.resources import Resources
 from api.subscriptions.restore import desired_set_restored
+from relayer.bus import FillsHealth
+from relayer.market_calendar import Session as MarketSession
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +56,12 @@ class RelayerCheck(BaseModel):
     updated_age_s: float | None = None
     last_tick_age_s: float | None = None
     subscriptions: int | None = None
+    market_session: str = Field(description="the session in force now by the market calendar "
+                                            "(CLOSED, OPENING_AUCTION, CONTINUOUS, "
+                                            "CLOSING_AUCTION)", examples=["CONTINUOUS"])
+    ticks_expected: bool = Field(description="the market prints continuously now: only then "
+                                             "does a growing last_tick_age_s mean missing "
+                                             "ticks")
     error: str | None = Field(None, description="why the relayer's health could not be read")
 
 
@@ -108,9 +119,12 @@ async def check_readiness(resources: Resources) -> Readiness:
     database_check = Check(ok=database.error is None, latency_ms=database.latency_ms,
                            error=database.error)
     health: DaemonHealthOut | None = relayer.result
+    session = resources.calendar.session_at(resources.clock())
     relayer_check = RelayerCheck(
         alive=health is not None and health.alive,
         latency_ms=relayer.latency_ms,
+        market_session=session.value,
+        ticks_expected=session is MarketSession.CONTINUOUS,
         error=relayer.error,
         **({} if health is None else health.model_dump(
             include={"state", "upstream", "updated_age_s", "last_tick_age_s", "subscriptions"})),
@@ -128,22 +142,12 @@ async def check_readiness(resources: Resources) -> Readiness:
 
 
 async def _fills_health(resources: Resources) -> FillsCheck:
-    raw = await resources.redis.hgetall(resources.names.fills_health)
-    fields = {_text(name): _text(value) for name, value in raw.items()}
-    age = seconds_since(fields.get("updated_at"), time.time())
-    try:
-        fills_total = int(fields["fills_total"]) if "fills_total" in fields else None
-    except ValueError:
-        fills_total = None
+    health = FillsHealth.from_hash(await resources.redis.hgetall(resources.names.fills_health))
+    age = seconds_since(health.updated_at, time.time())
     return FillsCheck(
         alive=age is not None and age <= resources.settings.relayer_health_max_age_s,
         updated_age_s=None if age is None else round(age, 3),
-        caught_up=fields["caught_up"] == "1" if "caught_up" in fields else None,
-        fills_total=fills_total)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        caught_up=health.caught_up, fills_total=health.fills_total)
 
 
 def _select_one(session: Session) -> None:

@@ -11,37 +11,30 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from redis.exceptions import RedisError
-from starlette.concurrency import run_in_threadpool
 
 from api.auth.deps import OptionalUser
 from api.deps import ResourcesDep, SettingsDep
 from api.errors import NotFound, ServiceUnavailable, Unauthorized
-from api.openapi import problems
-from api.quotes.schemas import DaemonHealthOut
-from api.quotes.service import relayer_health
+from api.openapi import Responses, problems
 from api.settings import ApiSettings, Environment
 from api.system import metrics
 from api.system.readiness import Readiness, ReadinessStatus, check_readiness
 
-logger = logging.getLogger(__name__)
-
 router = APIRouter(tags=["system"])
 
-_READY_PROBLEMS: dict[int | str, dict[str, Any]] = problems({
+_READY_PROBLEMS: Responses = problems({
     401: "a token was given and is not valid (`invalid_token`, `token_expired`); no token at "
          "all is fine",
     503: "`not_ready`: Redis or the database is unreachable (for an admin, problem+json with "
          "the same `redis`, `database`, `relayer` and `fills` members as the 200 answer)",
 })
-_METRICS_PROBLEMS: dict[int | str, dict[str, Any]] = problems({
+_METRICS_PROBLEMS: Responses = problems({
     401: "METRICS_TOKEN is set and the request does not carry it (`not_authenticated`, "
          "`invalid_token`)",
     404: "`metrics_off`: production without METRICS_TOKEN or METRICS_PUBLIC",
@@ -101,13 +94,4 @@ def _metrics_token(settings: ApiSettings) -> str | None:
             dependencies=[Depends(metrics_access)], openapi_extra=_TOKEN_OPTIONAL,
             summary="Prometheus metrics")
 async def prometheus_metrics(resources: ResourcesDep) -> Response:
-    relayer: DaemonHealthOut | None
-    try:
-        relayer = await relayer_health(resources)
-    except RedisError as exc:
-        # A scrape must not fail with Redis: the HTTP figures are still worth having.
-        logger.warning("metrics: cannot read the relayer's health: %s", exc)
-        relayer = None
-    body = await run_in_threadpool(metrics.render,
-                                   resources.settings.prometheus_multiproc_dir, relayer)
-    return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)
+    return Response(await metrics.scrape(resources), media_type=metrics.CONTENT_TYPE_LATEST)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from http import HTTPStatus
 from types import TracebackType
 from typing import Self
@@ -24,7 +25,9 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from relayer.bus import TopicTemplate
-from relayer.sim.market import Market
+from relayer.market_calendar import MarketCalendar
+from relayer.shared_settings import DEFAULT_TOPIC_TEMPLATE
+from relayer.sim.market import Instrument, Market
 from relayer.sim.session import SimSession
 from relayer.stomp import Frame
 
@@ -32,12 +35,15 @@ log = logging.getLogger(__name__)
 
 WS_PATH = "/ws"
 SUBPROTOCOL = Subprotocol("v12.stomp")
-DEFAULT_TOPIC_TEMPLATE = "/topic/v1/kr/stock/trade/{code}"
 RECEIVED_LIMIT = 10_000
 # Closing handshake wait when a client does not answer (ERROR-then-close, shutdown).
 _CLOSE_TIMEOUT_S = 2.0
 # An aborted transport reports connection_lost on the next loop iteration; this is a safety net.
 _DROP_TIMEOUT_S = 5.0
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 class SimServer:
@@ -59,6 +65,9 @@ class SimServer:
         heartbeat_ms: tuple[int, int] = (5000, 5000),
         max_subscriptions: int = 100,
         frames_per_message: int = 1,
+        instruments: Mapping[str, Instrument] | None = None,
+        calendar: MarketCalendar | None = None,
+        clock: Callable[[], datetime] = wall_clock,
     ) -> None:
         if ticks_per_sec < 0:
             raise ValueError("ticks_per_sec must be >= 0")
@@ -73,7 +82,13 @@ class SimServer:
         self.max_subscriptions = max_subscriptions
         self.frames_per_message = frames_per_message
         self.topics = TopicTemplate(topic_template)
-        self.market = Market(seed)
+        # None: every code a synthetic stock (tests); `python -m relayer.sim` passes the master's.
+        self.market = Market(seed, instruments)
+        # When the market prints (relayer.sim.trading_hours). None: at every moment, with no
+        # trading days (the tests' default); `python -m relayer.sim` passes MARKET_CALENDAR's.
+        self.calendar = calendar
+        # The market's time: trade times, sessions and days. Tests pass a clock they move.
+        self.clock = clock
 
         # Fault switches.
         self.refuse_connect = False

@@ -7,6 +7,12 @@ and ERROR-then-close for anything a real broker refuses (docs/UPSTREAM.md, "Gene
 brokers"). The STOMP bytes come from `relayer.stomp`, the same codec the relayer uses, so the
 simulator never grows a second idea of the format.
 
+Ticks follow the market calendar when the server has one (relayer.sim.trading_hours): nothing
+while the market is closed or an auction collects orders, one auction print per subscribed
+instrument at the open and at the close, continuous prints in between. Trade times and sessions
+come from the server's `clock`, which tests replace; the pacing of ticks (so many a second) stays
+on the event loop's monotonic time, so a test moves the market's clock without waiting for it.
+
 A session only ever touches its own connection. Everything shared (fault switches, the market,
 counters, the record of received frames) lives on the listening server and is reached through the
 narrow `SessionHost` protocol; this module must never import `relayer.sim.server`.
@@ -18,8 +24,8 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Coroutine
-from datetime import UTC, datetime
+from collections.abc import Callable, Coroutine
+from datetime import date, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -27,7 +33,9 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from relayer.bus import TopicTemplate
+from relayer.market_calendar import MarketCalendar
 from relayer.sim.market import Market
+from relayer.sim.trading_hours import Auction, TradingHours
 from relayer.stomp import (
     HEARTBEAT,
     Frame,
@@ -46,6 +54,9 @@ _MIN_SLEEP_S = 0.001
 # After a stall in the event loop or a slow client, catch up at most this much time's worth of
 # ticks instead of flooding the client with the whole backlog.
 _MAX_CATCH_UP_S = 0.25
+# While nothing prints (closed, an auction collecting), how often the loop looks at the clock: an
+# injected clock cannot wake it, and at this rate an auction prints within 50 ms of its moment.
+_IDLE_POLL_S = 0.05
 
 
 class SessionHost(Protocol):
@@ -70,6 +81,12 @@ class SessionHost(Protocol):
     def topics(self) -> TopicTemplate: ...
     @property
     def market(self) -> Market: ...
+    @property
+    def calendar(self) -> MarketCalendar | None:
+        """None: print at every moment and never roll a day (the tests' default)."""
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        """The market's wall clock (aware): trade times, sessions, trading days."""
 
     # Counters the session advances, summed over every connection.
     stomp_sessions_total: int
@@ -290,31 +307,47 @@ class SimSession:
     # -- background writers ------------------------------------------------------------------
 
     async def tick_loop(self) -> None:
-        """Emit `ticks_per_sec` ticks a second, round-robin over the subscribed codes."""
+        """Emit `ticks_per_sec` ticks a second, round-robin over the subscribed codes, while the
+        calendar (if any) says the market trades continuously; auction prints at their moments."""
         server = self.server
         rate = server.ticks_per_sec
         max_credit = max(1.0, rate * _MAX_CATCH_UP_S)
         credit = 0.0
         last = time.monotonic()
+        calendar = server.calendar
+        hours = None if calendar is None else TradingHours(calendar, server.clock())
         while not self.closing:
             if not (self.running.is_set() and self.subscribed.is_set()):
                 await self.running.wait()
                 await self.subscribed.wait()
                 credit, last = 0.0, time.monotonic()  # a pause is not a backlog
+                if hours is not None:
+                    hours.restart(server.clock())  # nor are the auctions it missed
                 continue
+            moment = server.clock()
+            day = None
+            if hours is not None:
+                step = hours.advance(moment)
+                for auction in step.auctions:
+                    await self.emit_auction(auction)
+                if not step.continuous:
+                    credit, last = 0.0, time.monotonic()  # closed hours are not a backlog
+                    await asyncio.sleep(_IDLE_POLL_S)
+                    continue
+                day = step.day
             now = time.monotonic()
             credit = min(max_credit, credit + (now - last) * rate)
             last = now
             due = int(credit)
             credit -= due
             if due:
-                await self.emit(due)
+                await self.emit(due, moment, day)
             await asyncio.sleep(max(_MIN_SLEEP_S, (1.0 - credit) / rate))
 
-    async def emit(self, count: int) -> None:
+    async def emit(self, count: int, stamp: datetime, day: date | None = None) -> None:
+        """`count` continuous prints at `stamp` (one clock read per batch: the wire has second
+        resolution), round-robin over the subscribed codes."""
         server = self.server
-        per_message = server.frames_per_message
-        stamp = datetime.now(UTC)  # second resolution on the wire: one clock read per batch
         batch: list[bytes] = []
         for _ in range(count):
             codes = self.codes
@@ -322,21 +355,41 @@ class SimSession:
                 break  # subscriptions or the session changed while a batch was being written
             code = codes[self.rotation % len(codes)]
             self.rotation += 1
-            body = orjson.dumps(server.market.next_tick(code, stamp))
-            for sub_id in tuple(self.code_subs[code]):
-                if sub_id not in self.destinations:
-                    continue  # unsubscribed while the previous batch was being written
-                headers = {
-                    "subscription": sub_id,
-                    "message-id": f"{self.number}-{next(self.message_ids)}",
-                    "content-type": "application/json",
-                }
-                batch.append(encode_frame(Frame("MESSAGE", headers, body)))
-                if len(batch) >= per_message:
-                    await self.flush(batch)
-                    batch = []
+            body = orjson.dumps(server.market.next_tick(code, stamp, day))
+            batch = await self.add_messages(batch, code, body)
         if batch and self.running.is_set() and not self.closing:
             await self.flush(batch)
+
+    async def emit_auction(self, auction: Auction) -> None:
+        """The auction's print for every code subscribed now (the market gives each code one
+        price per auction, whichever connection asks first)."""
+        batch: list[bytes] = []
+        for code in tuple(self.codes):
+            if self.closing or not self.running.is_set():
+                return
+            tick = self.server.market.auction_tick(code, auction.session, auction.at,
+                                                   auction.day)
+            batch = await self.add_messages(batch, code, orjson.dumps(tick))
+        if batch and self.running.is_set() and not self.closing:
+            await self.flush(batch)
+
+    async def add_messages(self, batch: list[bytes], code: str, body: bytes) -> list[bytes]:
+        """Append a MESSAGE of `body` for each subscription of `code`; write the batch whenever
+        it holds `frames_per_message` frames. Returns what is left to write."""
+        per_message = self.server.frames_per_message
+        for sub_id in tuple(self.code_subs.get(code, ())):
+            if sub_id not in self.destinations:
+                continue  # unsubscribed while the previous batch was being written
+            headers = {
+                "subscription": sub_id,
+                "message-id": f"{self.number}-{next(self.message_ids)}",
+                "content-type": "application/json",
+            }
+            batch.append(encode_frame(Frame("MESSAGE", headers, body)))
+            if len(batch) >= per_message:
+                await self.flush(batch)
+                batch = []
+        return batch
 
     async def flush(self, batch: list[bytes]) -> None:
         await self.write(b"".join(batch))

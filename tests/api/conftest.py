@@ -3,48 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
 from api.app import create_app
-from api.auth.passwords import PasswordProfile
+from api.fills.worker import FillsWorker
+from api.market.rules import Costs
 from api.settings import ApiSettings
+from relayer.bus import BusNames
 from tests.conftest import RedisServer
-from tests.support.api import ADMIN_EMAIL, ADMIN_PASSWORD, database, new_user
-from tests.support.databases import (
-    fresh_mysql_database,
-    mysql_unreachable_reason,
-)
+from tests.support.api import app_settings, database, new_user
+from tests.support.databases import ReusedMySQLDatabase, mysql_unreachable_reason
 from tests.support.invariants import assert_invariants
-
-TEST_JWT_KEY = "test-signing-key-" + "x" * 40
+from tests.support.mariadb_server import MariaDbServer, mariadb_unavailable_reason, private_mariadb
 
 
 @pytest.fixture
-def mysql_database_url() -> Iterator[str]:
+def mysql_database_url(request: pytest.FixtureRequest) -> str:
     """For checks that only mean something on MySQL/MariaDB: skipped loudly without one."""
     reason = mysql_unreachable_reason()
     if reason is not None:
         pytest.skip(f"SKIPPED MySQL-only check: {reason}")
-    with fresh_mysql_database() as url:
-        yield url
+    reused: ReusedMySQLDatabase = request.getfixturevalue("reused_mysql_database")
+    return reused.emptied(request.node.nodeid)
 
 
 @pytest.fixture
 def api_settings(redis_server: RedisServer, database_url: str) -> ApiSettings:
-    return ApiSettings(
-        redis_url=redis_server.url,
-        database_url=database_url,
-        jwt_secret_key=SecretStr(TEST_JWT_KEY),
-        stocking_admin_email=ADMIN_EMAIL,
-        stocking_admin_password=SecretStr(ADMIN_PASSWORD),
-        # The cheap hash: hundreds of registrations and logins cost seconds, not minutes. The
-        # standard profile is exercised in tests/api/test_auth.py.
-        password_hash_profile=PasswordProfile.TESTS_ONLY,
-    )
+    return app_settings(redis_server.url, database_url)
 
 
 @pytest.fixture
@@ -75,3 +64,24 @@ def _money_invariants(request: pytest.FixtureRequest) -> Iterator[None]:
 def alice(client: TestClient, api_settings: ApiSettings) -> dict[str, str]:
     """A registered user (with a cash account), as a bearer header."""
     return new_user(client, api_settings, "alice@example.com")
+
+
+@pytest.fixture
+def worker(client: TestClient, store: redis.Redis) -> Iterator[FillsWorker]:
+    """A fills worker in this process, on the app's database and Redis (its group made), for
+    tests that step it by hand; the money invariants hold after it."""
+    fills = FillsWorker(database(client), store, BusNames(), Costs(Decimal("0.00015")),
+                        group="fills", batch_size=100, block_ms=10, idempotency_ttl_s=86_400)
+    fills.ensure_group()
+    yield fills
+    assert_invariants(database(client))
+
+
+@pytest.fixture
+def mariadb() -> Iterator[MariaDbServer]:
+    """A private mariadbd of the test's own, to stop and start (the fault tests)."""
+    reason = mariadb_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"SKIPPED database fault test: {reason}")
+    with private_mariadb() as server:
+        yield server

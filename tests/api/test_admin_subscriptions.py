@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -222,19 +222,6 @@ def test_resync_without_a_relayer_restores_and_answers_503(
 # End to end: the real relayer process, the simulator, the app in this event loop
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[SimServer]:
-    async with SimServer(ticks_per_sec=200, seed=11, heartbeat_ms=(1000, 1000)) as server:
-        yield server
-
-
-@pytest.fixture
-async def bus(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
-
-
 StartRelayer = Callable[..., RelayerProcess]
 
 
@@ -270,8 +257,11 @@ async def test_subscribe_quote_unsubscribe_end_to_end(
         answer = await api.post(f"{BASE}/subscribe", params={"topic": "A000660"})
         assert answer.status_code == 200, answer.text
         body = answer.json()
-        assert body == {"success": True, "message": "subscribed", "topic": HYNIX,
+        # "already subscribed" when the relayer's own reading of the desired set (written
+        # before the command is sent) applied it first: a race a loaded machine shows.
+        assert body == {"success": True, "message": body["message"], "topic": HYNIX,
                         "command_id": body["command_id"], "active": 1, "outcome": "applied"}
+        assert body["message"] in ("subscribed", "already subscribed")
         assert HYNIX in sim.subscriptions()
 
         async def quote_served() -> bool:

@@ -34,9 +34,8 @@ from api.resources import Resources
 from api.settings import ApiSettings
 from api.text import NO_CONTROL_CHARACTERS_PATTERN
 from relayer.bus import BusNames
-from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, TEST_JWT_KEY
 from tests.conftest import RedisServer
-from tests.support.api import assert_problem, database
+from tests.support.api import ADMIN_EMAIL, ADMIN_PASSWORD, TEST_JWT_KEY, assert_problem, database
 from tests.support.quotes import make_quote, put
 
 PASSWORD = "alice-password-0001"
@@ -819,6 +818,7 @@ def test_registrations_are_limited_per_address_and_shared_by_workers(
     assert register_from(first, "r3@example.com", elsewhere).status_code == 201
 
 
+@pytest.mark.private_redis
 def test_registrations_fail_closed_when_redis_is_down(client: TestClient,
                                                       redis_server: RedisServer) -> None:
     redis_server.stop()
@@ -827,6 +827,7 @@ def test_registrations_fail_closed_when_redis_is_down(client: TestClient,
     assert user_row(client, "later@example.com") is None
 
 
+@pytest.mark.private_redis
 def test_logins_fail_closed_when_redis_is_down(client: TestClient,
                                                redis_server: RedisServer) -> None:
     register(client, "olga@example.com")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,29 +18,11 @@ from api.app import create_app
 from api.settings import ApiSettings
 from tests.conftest import RedisServer
 from tests.support.api import assert_problem
-from tests.support.databases import (
-    fresh_mysql_database,
-    fresh_sqlite_database,
-    mysql_unreachable_reason,
-)
+from tests.support.databases import database_url_on_both_backends  # noqa: F401 (64-bit ids)
 from tests.support.quotes import make_quote, put
 
 TOO_BIG = 2**64  # beyond every id column (BIGINT, SQLite INTEGER: 2^63 - 1)
 LARGEST = 2**63 - 1
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Both backends: SQLite cannot bind an integer beyond 64 bits; MariaDB could."""
-    if request.param == "sqlite":
-        with fresh_sqlite_database(tmp_path) as url:
-            yield url
-        return
-    reason = mysql_unreachable_reason()
-    if reason is not None:
-        pytest.skip(f"SKIPPED MySQL-only check: {reason}")
-    with fresh_mysql_database() as url:
-        yield url
 
 
 def cursor(kind: str, number: str) -> str:

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.kst_days import kst_day_around
 from api.ledger import service as ledger
 from api.market.rules import KST
 from api.models import LedgerType
@@ -111,7 +112,8 @@ def test_concurrent_adds_of_distinct_codes_stop_exactly_at_the_cap(
     created = client.post("/api/v1/watchlists", headers=alice, json={"name": "Race"})
     assert created.status_code == 201, created.text
     path = f"/api/v1/watchlists/{created.json()['id']}"
-    codes = [f"A{n:06d}" for n in range(10)]
+    codes = ["A005930", "A000660", "A035420", "A051910", "A005380", "A068270", "A035720",
+             "A105560", "A055550", "A012330"]  # instruments of the master
 
     def add(index: int) -> int:
         return client.post(f"{path}/items", headers=alice,
@@ -121,7 +123,7 @@ def test_concurrent_adds_of_distinct_codes_stop_exactly_at_the_cap(
 
     assert sorted(outcomes) == [201] * 3 + [422] * 7
     assert client.get(path, headers=alice).json()["item_count"] == 3
-    assert_problem(client.post(f"{path}/items", headers=alice, json={"code": "A999999"}),
+    assert_problem(client.post(f"{path}/items", headers=alice, json={"code": "A003550"}),
                    422, "watchlist_full")
 
 
@@ -186,7 +188,7 @@ def test_paid_credits_do_not_count_against_the_free_deposit_cap(
     user_id = client.get("/api/v1/users/me", headers=alice).json()["id"]
 
     def paid(session: Any) -> None:  # what a granted virtual-cash pack writes
-        account = ledger.lock_account(session, user_id)
+        account = ledger.take_user_lock(session, user_id)
         ledger.post(session, account, LedgerType.PAYMENT, 50_000_000, "pay_test")
 
     database(client).call(paid)
@@ -206,5 +208,5 @@ def test_concurrent_deposits_stop_exactly_at_the_daily_cap(make_client_with: Mak
 
 
 def test_the_day_is_the_korean_calendar_day() -> None:
-    start, end = ledger.kst_day_around(datetime(2026, 3, 2, 15, 0, tzinfo=UTC))
+    start, end = kst_day_around(datetime(2026, 3, 2, 15, 0, tzinfo=UTC))
     assert start == datetime(2026, 3, 3, tzinfo=KST) and end - start == timedelta(days=1)

@@ -30,12 +30,11 @@ from pydantic import SecretStr
 from schemathesis.python import asgi
 
 from api.app import create_app
-from api.auth.passwords import PasswordProfile
 from api.errors import PROBLEM_JSON
 from api.settings import ApiSettings
 from relayer.bus import BusNames, Command, CommandResult, format_utc
-from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, TEST_JWT_KEY
 from tests.conftest import REDIS_SERVER, RedisServer
+from tests.support.api import ADMIN_EMAIL, ADMIN_PASSWORD, app_settings
 from tests.support.databases import (
     fresh_mysql_database,
     fresh_sqlite_database,
@@ -123,13 +122,8 @@ def contract_app(portone: FakePortOne) -> Iterator[FastAPI]:
         stack.enter_context(ScriptedRelayer(redis_server))
         publish_ticks(store, *(make_quote(code, price=70_000 + 100 * i, base=70_000)
                                for i, code in enumerate(CODES)))
-        app = create_app(ApiSettings(
-            redis_url=redis_server.url,
-            database_url=database_url,
-            jwt_secret_key=SecretStr(TEST_JWT_KEY),
-            stocking_admin_email=ADMIN_EMAIL,
-            stocking_admin_password=SecretStr(ADMIN_PASSWORD),
-            password_hash_profile=PasswordProfile.TESTS_ONLY,
+        app = create_app(app_settings(
+            redis_server.url, database_url,
             portone_store_id=portone.store_id,
             portone_channel_key=portone.channel_key,
             portone_v2_api_secret=SecretStr(portone.secret),
@@ -280,10 +274,15 @@ def test_every_operation_documents_the_shared_answers() -> None:
                 assert answer["content"][PROBLEM_JSON]["schema"] == {
                     "$ref": "#/components/schemas/Problem"}, (name, status)
                 assert "HTTPValidationError" not in str(answer), (name, status)
-    # Every /api operation can meet a store outage, but the catalog (settings only).
+    # Every /api operation can meet a store outage, but the catalog (settings only) and the
+    # market clock and calendar (the process's calendar only).
     without_503 = {name for name, operation in _operations()
                    if name.split()[1].startswith("/api/") and "503" not in operation["responses"]}
-    assert without_503 == {"GET /api/v1/payments/products"}
+    assert without_503 == {"GET /api/v1/payments/products", "GET /api/v1/market/clock",
+                           "GET /api/v1/market/calendar"}
+    # Public: the market's hours are no one's secret (a login screen may show them).
+    for name in ("GET /api/v1/market/clock", "GET /api/v1/market/calendar"):
+        assert "security" not in dict(_operations())[name], name
     assert "HTTPValidationError" not in DOCUMENT["components"]["schemas"]
 
 

@@ -9,7 +9,7 @@ empty set and unsubscribed everything; the admin code came back only with `POST 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,19 +36,6 @@ TOPIC = "/topic/v1/kr/stock/trade/{}"
 SEEDED = ["A005930", "A005380"]
 ADMIN_CODE = "A000660"
 CODES = [*SEEDED, ADMIN_CODE]
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimServer]:
-    async with SimServer(ticks_per_sec=200, seed=5, heartbeat_ms=(1000, 1000)) as server:
-        yield server
-
-
-@pytest.fixture
-async def bus(real_redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(real_redis_server.url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -23,25 +21,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from api.fills.worker import FillsWorker
-from api.market.rules import Costs
 from api.models import Fill, Order
 from api.settings import ApiSettings
-from relayer.bus import BusNames
 from tests.api.test_orders import CODE, INITIAL, account, ledger, placed
 from tests.support.api import database, login_as_admin, new_user
 from tests.support.invariants import assert_invariants
 from tests.support.quotes import NAMES, make_quote, publish_ticks, put
-
-COSTS = Costs(Decimal("0.00015"), Decimal("0.0020"))
-
-
-@pytest.fixture
-def worker(client: TestClient, store: redis.Redis) -> Iterator[FillsWorker]:
-    fills = FillsWorker(database(client), store, BusNames(), COSTS, group="fills",
-                        batch_size=100, block_ms=10, idempotency_ttl_s=86_400)
-    fills.ensure_group()
-    yield fills
-    assert_invariants(database(client))
 
 
 def run_until_idle(worker: FillsWorker) -> None:
@@ -90,12 +75,44 @@ def test_ticks_before_an_order_never_fill_it(client: TestClient, store: redis.Re
                                              worker: FillsWorker,
                                              alice: dict[str, str]) -> None:
     put(store, make_quote(CODE))
-    publish_ticks(store, tick(60_000, 100))  # printed before the order existed
+    # Printed before the order existed, a minute ago: the stored quote (71,200, newer) stays,
+    # so the order is not marketable on arrival and rests; the worker must not use this print.
+    publish_ticks(store, make_quote(CODE, price=60_000, volume=100, age_s=60))
     resting = placed(client, alice, side="BUY", type="LIMIT", quantity=1, price=70_000)
 
     run_until_idle(worker)
 
     assert order_of(client, alice, resting["id"])["status"] == "OPEN"
+
+
+def test_a_marketable_day_order_trades_on_arrival_and_rests_the_rest(
+        client: TestClient, store: redis.Redis, worker: FillsWorker,
+        alice: dict[str, str]) -> None:
+    # The last trade (70,000, 3 shares) already reaches a DAY buy at 70,100: the order is an
+    # aggressor, as on the exchange, and takes those 3 at the market's price; 2 rest at 70,100.
+    put(store, make_quote(CODE, price=70_000, volume=3))
+    body = placed(client, alice, side="BUY", type="LIMIT", quantity=5, price=70_100)
+
+    assert (body["status"], body["filled_quantity"]) == ("PARTIALLY_FILLED", 3)
+    assert [(f["quantity"], f["price"]) for f in body["fills"]] == [(3, 70_000)]
+    assert account(client, alice)["held_cash"] == 2 * 70_100 + 21  # the rest, at its limit
+
+    publish_ticks(store, tick(70_100, 5, seq=124))  # the next trade reaches the resting rest
+    run_until_idle(worker)
+
+    order = order_of(client, alice, body["id"])
+    assert order["status"] == "FILLED"
+    assert [(f["quantity"], f["price"]) for f in order["fills"]] == [(3, 70_000), (2, 70_100)]
+    assert account(client, alice)["held_cash"] == 0
+
+
+def test_a_day_order_does_not_trade_on_a_stale_quote(
+        client: TestClient, store: redis.Redis, alice: dict[str, str]) -> None:
+    # A quote older than QUOTE_MAX_AGE_S is no market to trade against: the order only rests.
+    put(store, make_quote(CODE, price=70_000, volume=3, age_s=3600))
+    body = placed(client, alice, side="BUY", type="LIMIT", quantity=5, price=70_100)
+
+    assert (body["status"], body["filled_quantity"], body["fills"]) == ("OPEN", 0, [])
 
 
 def test_printed_volume_is_shared_in_price_then_time_priority(

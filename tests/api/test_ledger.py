@@ -71,7 +71,8 @@ def test_a_new_user_starts_with_the_initial_deposit(client: TestClient,
     assert response.status_code == 200, response.text
     assert response.json() == {"cash": INITIAL, "held_cash": 0, "available_cash": INITIAL,
                                "market_value": 0, "equity": INITIAL, "realized_pnl": 0,
-                               "unrealized_pnl": 0, "stale_quotes": [], "clawback_due": 0,
+                               "unrealized_pnl": 0, "return_rate": None, "fees_paid": 0,
+                               "taxes_paid": 0, "stale_quotes": [], "clawback_due": 0,
                                "currency": "KRW"}
     [row] = rows_of(client, alice)
     assert (row["type"], row["amount"], row["balance_before"], row["balance_after"]) == (
@@ -193,7 +194,7 @@ def test_withdrawing_more_than_available_changes_nothing(client: TestClient,
 def test_held_cash_cannot_be_withdrawn(client: TestClient, redis_server: RedisServer,
                                       alice: dict[str, str]) -> None:
     store = redis_server.client()
-    put(store, make_quote("A005930"))
+    put(store, make_quote("A005930", price=80_100))  # the buy below is under it: it rests
     store.close()
     # A resting buy of 50 at 80,000 holds its value plus commission: 4,000,600.
     assert client.post("/api/v1/orders", headers=alice, json={
@@ -338,7 +339,7 @@ def test_a_reference_is_recorded_once_per_type(client: TestClient, alice: dict[s
     # (A PAYMENT row must credit a payment record, which the invariants check: a DEPOSIT
     # with an outside reference shows the same rule.)
     def credit(session: Session) -> int:
-        return service.post(session, service.lock_account(session, user_id),
+        return service.post(session, service.take_user_lock(session, user_id),
                             LedgerType.DEPOSIT, 5_000, reference="transfer-123").id
 
     db.call(credit)

@@ -29,7 +29,7 @@ INITIAL = 10_000_000
 CODE = "A005930"
 # make_quote's reference price is 70,500: today's band is 49,350 (ticks of 50 below 50,000)
 # to 91,600 (ticks of 100).
-LOWER, UPPER = 49_350, 91_600
+LOWER, UPPER = 49_400, 91_600  # around the default base, 70,500
 
 
 def order(client: TestClient, headers: dict[str, str], **body: Any) -> httpx.Response:
@@ -243,8 +243,30 @@ def test_ioc_fills_up_to_the_printed_volume_and_cancels_the_rest(
 
     assert (body["status"], body["reason"], body["filled_quantity"]) == (
         "CANCELLED", "ioc_remainder", 3)
-    assert body["fills"][0]["price"] == 70_100  # the limit price (docs/TRADING.md)
+    assert body["fills"][0]["price"] == 70_000  # the market's, not its limit (docs/TRADING.md)
     assert account(client, alice)["held_cash"] == 0
+
+
+def test_an_ioc_at_the_price_limits_trades_at_the_market_price_both_ways(
+        client: TestClient, store: redis.Redis, alice: dict[str, str]) -> None:
+    # The day's band around a base of 70,000 is 49,000-91,000 (docs/TRADING.md). An order at
+    # the limit is the most a buyer will pay, or the least a seller will take; it trades at the
+    # market's price, as on the exchange, not 30% away from it.
+    put(store, make_quote(CODE, price=70_000, base=70_000, volume=10))
+    bought = placed(client, alice, side="BUY", type="LIMIT", quantity=2, price=91_000,
+                    time_in_force="IOC")
+    sold = placed(client, alice, side="SELL", type="LIMIT", quantity=2, price=49_000,
+                  time_in_force="IOC")
+
+    assert [(f["quantity"], f["price"]) for f in bought["fills"]] == [(2, 70_000)]
+    assert [(f["quantity"], f["price"]) for f in sold["fills"]] == [(2, 70_000)]
+    assert (bought["status"], sold["status"]) == ("FILLED", "FILLED")
+    assert account(client, alice)["held_cash"] == 0
+    assert ledger(client, alice)[1:] == [("BUY", -140_000), ("FEE", -21),
+                                         ("SELL", 140_000), ("FEE", -21), ("TAX", -280)]
+    summary = account(client, alice)
+    assert (summary["fees_paid"], summary["taxes_paid"]) == (42, 280)
+    assert summary["return_rate"] is None  # nothing held
 
 
 def test_fok_fills_everything_or_nothing(client: TestClient, store: redis.Redis,
@@ -403,6 +425,11 @@ def test_the_portfolio_values_positions_at_live_quotes(
     assert portfolio["account"]["stale_quotes"] == ["A000660"]
     assert portfolio["account"]["equity"] == portfolio["account"]["cash"] + 710_000 + 302_000
     assert Decimal(by_code["A000660"]["avg_price"]) == Decimal("150022.50")
+    # 수익률: unrealized P&L over book cost, per position and for all of them together.
+    assert by_code[CODE]["return_rate"] == "1.41"  # 9,895 / 700,105
+    assert by_code["A000660"]["return_rate"] == "0.65"  # 1,955 / 300,045
+    assert portfolio["account"]["return_rate"] == "1.18"  # 11,850 / 1,000,150
+    assert (portfolio["account"]["fees_paid"], portfolio["account"]["taxes_paid"]) == (150, 0)
     # A quote that vanished: valued at book cost, flagged.
     store.delete("stocking:quote:A000660")
     gone = {p["code"]: p for p in client.get(PORTFOLIO, headers=alice).json()["positions"]}
@@ -417,7 +444,7 @@ def test_the_portfolio_values_positions_at_live_quotes(
 
 def test_fifty_concurrent_buys_accept_exactly_what_the_cash_affords(
         client: TestClient, store: redis.Redis, alice: dict[str, str]) -> None:
-    put(store, make_quote(CODE, price=70_000))
+    put(store, make_quote(CODE, price=70_100))  # the buys below are under it: they rest
     # Each resting buy holds 14 * 70,000 + 147 = 980,147: the cash covers exactly 10.
     responses = concurrently(50, lambda _: order(client, alice, side="BUY", type="LIMIT",
                                                  quantity=14, price=70_000))

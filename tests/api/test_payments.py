@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr, ValidationError
 from sqlalchemy import func, select
 
-from api.models import Payment, WebhookEvent
+from api.models import HandledWebhook, Payment
 from api.settings import ApiSettings, Environment
 from tests.support.api import assert_problem, database, new_user
 from tests.support.concurrency import concurrently
@@ -422,7 +422,7 @@ def test_a_signed_webhook_with_an_id_longer_than_we_store_is_400_and_records_not
     assert portone.requests == []
     assert payment_credits(client, alice) == []
     assert database(client).call(lambda session: session.scalar(
-        select(func.count()).select_from(WebhookEvent))) == 0
+        select(func.count()).select_from(HandledWebhook))) == 0
     # The longest ids we store are accepted.
     assert send_webhook(client, payment_id, webhook_id="w" * 128).json()["status"] == (
         "processed")

@@ -4,7 +4,7 @@ writes them (relayer.bus codecs, relayer.health's reporter)."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import orjson
 import pytest
@@ -16,12 +16,15 @@ from api.app import create_app
 from api.models import Role
 from api.quotes.cache import QuoteCache
 from api.quotes.schemas import QuoteOut
+from api.quotes.service import market_moment
 from api.settings import ApiSettings
 from relayer.bus import ActiveSubscription, Quote, TopicTemplate, format_utc
 from relayer.health import HealthReporter, RelayerStats
+from relayer.market_calendar import AlwaysOpen, Session
 from tests.conftest import RedisServer
 from tests.support.quotes import NAMES, make_quote, put
 from tests.support.tokens import bearer
+from tests.support.weekday_calendar import WeekdayCalendar, kst
 
 TOPICS = TopicTemplate("/topic/v1/kr/stock/trade/{code}")
 BASE = "/api/v1/trading/realtime"
@@ -35,13 +38,18 @@ def auth(api_settings: ApiSettings) -> dict[str, str]:
 def test_quote_answers_the_relayer_fields_with_its_age(
     client: TestClient, store: redis.Redis, auth: dict[str, str]
 ) -> None:
-    quote = make_quote("A005930", age_s=0.5)
+    # As the relayer stores it: with the id of its tick stream entry.
+    quote = dataclasses.replace(make_quote("A005930", age_s=0.5), tick_id="1764000000000-0")
     put(store, quote)
     answer = client.get(f"{BASE}/stock/A005930", headers=auth)
     assert answer.status_code == 200
     assert answer.headers["content-type"] == "application/json"
     body = answer.json()
     assert {k: body[k] for k in dataclasses.asdict(quote)} == dataclasses.asdict(quote)
+    # The instrument as the master names it.
+    assert (body["name"], body["market"]) == ("삼성전자", "KOSPI")
+    # The day's limits around the base of 70,500: what an order at either price is checked by.
+    assert (body["lower_limit"], body["upper_limit"]) == (49_400, 91_600)
     assert 0.4 <= body["age_s"] < 5
     assert body["stale"] is False
     QuoteOut.model_validate(body)  # the documented shape is the real one
@@ -209,6 +217,7 @@ def test_quote_routes_need_a_token(client: TestClient, path: str) -> None:
     assert answer.status_code == 401
 
 
+@pytest.mark.private_redis
 def test_redis_down_is_a_fast_503(client: TestClient, redis_server: RedisServer,
                                   auth: dict[str, str]) -> None:
     redis_server.stop()
@@ -218,8 +227,9 @@ def test_redis_down_is_a_fast_503(client: TestClient, redis_server: RedisServer,
 
 
 def test_documented_quote_shape_follows_the_bus_quote(client: TestClient) -> None:
-    bus_fields = [f.name for f in dataclasses.fields(Quote)]
-    assert list(QuoteOut.model_fields) == [*bus_fields, "age_s", "stale"]
+    code, *bus_fields = [f.name for f in dataclasses.fields(Quote)]
+    assert list(QuoteOut.model_fields) == [code, "name", "market", *bus_fields, "lower_limit",
+                                          "upper_limit", "age_s", "market_session", "stale"]
     spec = client.get("/openapi.json").json()
     ok = spec["paths"][f"{BASE}/stock/{{code}}"]["get"]["responses"]["200"]
     assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/QuoteOut")
@@ -268,3 +278,83 @@ def test_quote_memo_expires_and_stays_bounded() -> None:
     assert cache.get("A000660", now=11.0) is None
     assert cache.get("A035420", now=11.0) == ({"price": 3}, None)
     assert not QuoteCache(ttl_s=0).enabled
+
+
+# --------------------------------------------------------------------------------------------
+# Quotes by the calendar: at night the last close's quote is what there is, not a failure.
+
+MONDAY = date(2026, 12, 7)
+FRIDAY, SUNDAY = MONDAY - timedelta(days=3), MONDAY - timedelta(days=1)
+MAX_AGE_S = 10.0
+
+
+def kst_at(day: date, hh: int, mm: int = 0, ss: float = 0) -> datetime:
+    return kst(day, time(hh, mm)) + timedelta(seconds=ss)
+
+
+@pytest.mark.parametrize(("now", "received", "session", "stale"), [
+    # Closed: judged at the last print, the previous close (Friday's, over the weekend).
+    (kst_at(SUNDAY, 3), kst_at(FRIDAY, 15, 30, 0.2), Session.CLOSED, False),
+    (kst_at(SUNDAY, 3), kst_at(FRIDAY, 15, 29, 55), Session.CLOSED, False),
+    (kst_at(SUNDAY, 3), kst_at(FRIDAY, 15, 19, 55), Session.CLOSED, True),  # missed the close
+    (kst_at(SUNDAY, 3), kst_at(FRIDAY - timedelta(days=1), 15, 30), Session.CLOSED, True),
+    (kst_at(MONDAY, 20), kst_at(MONDAY, 15, 30, 1), Session.CLOSED, False),
+    # The opening auction prints nothing until 09:00.
+    (kst_at(MONDAY, 8, 45), kst_at(FRIDAY, 15, 30), Session.OPENING_AUCTION, False),
+    # The open: the auction's print is on its way for QUOTE_MAX_AGE_S, then it is missing.
+    (kst_at(MONDAY, 9, 0, 5), kst_at(FRIDAY, 15, 30), Session.CONTINUOUS, False),
+    (kst_at(MONDAY, 9, 0, 11), kst_at(FRIDAY, 15, 30), Session.CONTINUOUS, True),
+    (kst_at(MONDAY, 9, 0, 11), kst_at(MONDAY, 9, 0, 0.1), Session.CONTINUOUS, True),
+    (kst_at(MONDAY, 11), kst_at(MONDAY, 10, 59, 55), Session.CONTINUOUS, False),
+    # The closing auction: judged at 15:20, when continuous trading ended.
+    (kst_at(MONDAY, 15, 25), kst_at(MONDAY, 15, 19, 58), Session.CLOSING_AUCTION, False),
+    (kst_at(MONDAY, 15, 25), kst_at(MONDAY, 15, 0), Session.CLOSING_AUCTION, True),
+])
+def test_staleness_is_judged_against_the_session(now: datetime, received: datetime,
+                                                 session: Session, stale: bool) -> None:
+    moment = market_moment(WeekdayCalendar(), now)
+    assert moment.session is session
+    assert moment.stale(received.timestamp(), MAX_AGE_S) is stale
+    assert moment.stale(None, MAX_AGE_S) is True  # an unknown age is never fresh
+
+
+def test_always_open_judges_the_age_alone_as_before() -> None:
+    now = kst_at(MONDAY, 3)
+    moment = market_moment(AlwaysOpen(), now)
+    assert moment.session is Session.CONTINUOUS
+    assert moment.stale((now - timedelta(seconds=9)).timestamp(), MAX_AGE_S) is False
+    assert moment.stale((now - timedelta(seconds=11)).timestamp(), MAX_AGE_S) is True
+    # Across its day boundary (15:30) too: no opening auction whose print is awaited.
+    at_close = kst_at(MONDAY, 15, 30, 5)
+    assert market_moment(AlwaysOpen(), at_close).stale(
+        (at_close - timedelta(seconds=11)).timestamp(), MAX_AGE_S) is True
+
+
+def closing_print(code: str, received: datetime) -> Quote:
+    return dataclasses.replace(make_quote(code), session="CLOSING_AUCTION",
+                               ts=format_utc(received),
+                               received_at=format_utc(received, millis=True))
+
+
+def test_a_quote_at_night_is_the_last_close_not_a_failure(
+        client: TestClient, store: redis.Redis, auth: dict[str, str]) -> None:
+    resources = client.app.state.resources  # type: ignore[attr-defined]
+    resources.calendar = WeekdayCalendar()
+    resources.clock = lambda: kst_at(SUNDAY, 3)
+    put(store, closing_print("A005930", kst_at(FRIDAY, 15, 30, 0.3)))
+    put(store, closing_print("A000660", kst_at(FRIDAY - timedelta(days=1), 15, 30)))
+    body = client.get(f"{BASE}/stock/A005930", headers=auth).json()
+    # The print says what it was; market_session what the market does now.
+    assert (body["session"], body["market_session"], body["stale"]) == (
+        "CLOSING_AUCTION", "CLOSED", False)
+    assert body["age_s"] == pytest.approx(35.5 * 3600 - 0.3, abs=0.01)  # Friday 15:30 -> 03:00
+    QuoteOut.model_validate(body)
+    several = client.get(f"{BASE}/stocks/multiple", params={"stock_codes": "A005930,A000660"},
+                         headers=auth).json()["quotes"]
+    assert several["A005930"]["stale"] is False
+    assert several["A000660"]["stale"] is True  # Thursday's: the relayer missed Friday
+    assert {q["market_session"] for q in several.values()} == {"CLOSED"}
+
+    resources.clock = lambda: kst_at(MONDAY, 10)  # trading again: the quote has missed prints
+    body = client.get(f"{BASE}/stock/A005930", headers=auth).json()
+    assert (body["market_session"], body["stale"]) == ("CONTINUOUS", True)

@@ -82,9 +82,11 @@ GARBAGE: list[bytes] = [
     make_quote(CODE).to_json().replace(b'"volume":10,', b""),  # a field missing
     b"\xff\xfe not even text",
 ]
+# Stable names: some values hold today's time, and every test worker must collect the same ids.
+GARBAGE_IDS = [f"garbage{i}" for i in range(len(GARBAGE))]
 
 
-@pytest.mark.parametrize("garbage", GARBAGE)
+@pytest.mark.parametrize("garbage", GARBAGE, ids=GARBAGE_IDS)
 def test_a_garbage_quote_is_no_quote_on_every_reader(
     client: TestClient, store: redis.Redis, alice: dict[str, str], garbage: bytes,
     caplog: pytest.LogCaptureFixture,
@@ -131,7 +133,7 @@ def test_a_garbage_quote_is_no_quote_on_every_reader(
     assert client.get(f"{BASE}/stock/{CODE}", headers=alice).json()["price"] == 71_000
 
 
-@pytest.mark.parametrize("garbage", GARBAGE)
+@pytest.mark.parametrize("garbage", GARBAGE, ids=GARBAGE_IDS)
 def test_the_fills_worker_skips_a_garbage_tick(garbage: bytes) -> None:
     assert parse_tick(b"1-1", {STREAM_QUOTE_FIELD.encode(): garbage}) is None
     good = parse_tick(b"1-2", {STREAM_QUOTE_FIELD.encode(): make_quote(CODE).to_json()})
@@ -164,7 +166,9 @@ def test_the_fills_worker_rides_out_a_killed_connection_and_a_redis_restart(
         time.sleep(0.3)
         publish_ticks(store, make_quote(CODE, price=69_900, volume=1, seq=2))
         wait_for(lambda: fills() == 2 or process.poll() is not None)
-        assert process.poll() is None, "the fills worker exited"
+        assert process.poll() is None, (
+            "the fills worker exited: "
+            + (process.stderr.read().decode(errors="replace")[-3000:] if process.stderr else ""))
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=15)

@@ -50,7 +50,7 @@ def test_while_one_unit_of_work_writes_another_cannot_even_read(
     holding, release = threading.Event(), threading.Event()
 
     def deposit_and_wait(session: Session) -> None:
-        service.post(session, service.lock_account(session, user_id), LedgerType.DEPOSIT, 500)
+        service.post(session, service.take_user_lock(session, user_id), LedgerType.DEPOSIT, 500)
         session.flush()
         holding.set()
         assert release.wait(scaled(30))
@@ -73,7 +73,7 @@ def test_while_one_unit_of_work_writes_another_cannot_even_read(
 
 def test_a_read_only_unit_of_work_may_not_write(db: Database, user_id: int) -> None:
     def sneaky_deposit(session: Session) -> None:
-        service.post(session, service.lock_account(session, user_id), LedgerType.DEPOSIT, 1)
+        service.post(session, service.take_user_lock(session, user_id), LedgerType.DEPOSIT, 1)
 
     with pytest.raises(OperationalError, match="readonly database"):
         db.call_read(sneaky_deposit)

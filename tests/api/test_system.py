@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr, ValidationError
@@ -22,10 +22,12 @@ from api.errors import PROBLEM_JSON
 from api.settings import ApiSettings, Environment
 from relayer.bus import BusNames, RelayerState, format_utc
 from relayer.health import HealthReporter, RelayerStats
+from relayer.market_calendar import KST
 from tests.conftest import RedisServer
 from tests.support.api import assert_problem, login_as_admin
 from tests.support.env import free_port
 from tests.support.fake_portone import webhook_secret
+from tests.support.weekday_calendar import WeekdayCalendar
 
 NAMES = BusNames()
 
@@ -127,6 +129,23 @@ def test_ready_reports_a_live_relayer(client: TestClient, redis_server: RedisSer
     assert relayer["state"] == "connected"
     assert relayer["subscriptions"] == 20
     assert 1.0 <= relayer["last_tick_age_s"] < 10
+    assert (relayer["market_session"], relayer["ticks_expected"]) == ("CONTINUOUS", True)
+
+
+def test_ready_at_night_with_a_relayer_silent_for_hours(client: TestClient,
+                                                        redis_server: RedisServer,
+                                                        admin: dict[str, str]) -> None:
+    # Sunday 03:00 by the calendar; the relayer's last tick was the close, hours ago.
+    resources = client.app.state.resources  # type: ignore[attr-defined]
+    resources.calendar = WeekdayCalendar()
+    resources.clock = lambda: datetime(2026, 12, 6, 3, tzinfo=KST)
+    write_health(redis_server, last_tick_age_s=11.5 * 3600)
+    body = client.get("/ready", headers=admin).json()
+    assert body["status"] == "ready"
+    relayer = body["relayer"]
+    assert relayer["alive"] is True and relayer["last_tick_age_s"] >= 11.5 * 3600
+    assert (relayer["market_session"], relayer["ticks_expected"]) == ("CLOSED", False)
+    assert client.get("/ready").json() == {"status": "ready"}
 
 
 def test_ready_reports_a_relayer_that_stopped_refreshing_as_not_alive(
@@ -295,6 +314,18 @@ def test_metrics_export_the_relayer_health(client: TestClient,
     assert scrape[("stocking_relayer_dropped_total", frozenset())] == 7
     assert scrape[("stocking_relayer_subscriptions", frozenset())] == 20
     assert 2.0 <= scrape[("stocking_relayer_last_tick_age_seconds", frozenset())] < 10
+
+
+def test_metrics_say_whether_ticks_are_expected_now(client: TestClient) -> None:
+    assert samples(client)[("stocking_market_ticks_expected", frozenset())] == 1  # always open
+    app = client.app
+    assert isinstance(app, FastAPI)
+    resources = app.state.resources
+    resources.calendar = WeekdayCalendar()
+    resources.clock = lambda: datetime(2026, 12, 6, 3, tzinfo=KST)  # Sunday 03:00
+    assert samples(client)[("stocking_market_ticks_expected", frozenset())] == 0
+    resources.clock = lambda: datetime(2026, 12, 7, 10, tzinfo=KST)  # Monday 10:00
+    assert samples(client)[("stocking_market_ticks_expected", frozenset())] == 1
 
 
 def test_metrics_still_answer_when_redis_is_down(client: TestClient,

@@ -68,7 +68,8 @@ def put_quote(redis_server: RedisServer) -> Iterator[PutQuote]:
     store = redis_server.client()
 
     def put_one(code: str, **fields: Any) -> Quote:
-        quote = make_quote(code, **fields)
+        made = make_quote(code, **fields)
+        quote = dataclasses.replace(made, tick_id=f"1764000000000-{made.seq}")  # as stored
         put(store, quote)
         return quote
 
@@ -489,6 +490,7 @@ def test_every_watchlist_route_needs_a_token(client: TestClient, method: str, pa
 # Redis down
 
 
+@pytest.mark.private_redis
 def test_redis_down_fails_a_read_but_not_a_committed_write(
         client: TestClient, alice: Headers, redis_server: RedisServer) -> None:
     watchlist = create(client, alice, "Before", ["A005930"])

@@ -15,6 +15,7 @@ import pytest
 from relayer.bus import (
     COMMAND_RESULT_TTL_S,
     DEFAULT_NAMESPACE,
+    EMPTY_STREAM_ID,
     HEALTH_FIELDS,
     STREAM_QUOTE_FIELD,
     ActiveSubscription,
@@ -23,13 +24,17 @@ from relayer.bus import (
     CommandResult,
     CommandType,
     DesiredSource,
+    FillsHealth,
     MalformedQuote,
     Quote,
+    RelayerHealth,
     RelayerState,
     TopicTemplate,
     decode_health,
     decode_quote,
     format_utc,
+    stream_entry_quote,
+    stream_id_key,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -136,10 +141,30 @@ def test_quote_json_field_names_and_order() -> None:
 
 
 def test_quote_json_matches_the_dataclass_fields() -> None:
-    # to_json spells the fields out for speed; it must stay in step with the dataclass.
+    # to_json spells the fields out for speed; it must stay in step with the dataclass. The
+    # relayer's quotes have no tick_id (its script adds it as the last field when it stores).
     quote = contract_quote()
+    quote.tick_id = "1763596801004-0"
     assert orjson.loads(quote.to_json()) == orjson.loads(orjson.dumps(quote))
     assert list(orjson.loads(quote.to_json())) == list(Quote.__dataclass_fields__)
+    quote.tick_id = None
+    assert list(orjson.loads(quote.to_json())) == list(Quote.__dataclass_fields__)[:-1]
+
+
+def test_a_stored_quote_carries_its_stream_entry_id() -> None:
+    stored = CONTRACT_QUOTE_JSON[:-1] + b',"tick_id":"1763596801004-0"}'
+    quote = Quote.from_json(stored)
+    assert quote.tick_id == "1763596801004-0"
+    assert quote == contract_quote()  # the same print as the stream entry's copy
+    assert Quote.from_json(quote.to_json()).tick_id == "1763596801004-0"
+    assert Quote.from_json(CONTRACT_QUOTE_JSON).tick_id is None
+
+
+@pytest.mark.parametrize("tick_id", [17, "", "yesterday", "1-2-3"])
+def test_a_tick_id_that_is_not_a_stream_entry_id_is_malformed(tick_id: object) -> None:
+    data = orjson.loads(CONTRACT_QUOTE_JSON) | {"tick_id": tick_id}
+    with pytest.raises(MalformedQuote, match="tick_id"):
+        Quote.from_json(orjson.dumps(data))
 
 
 def test_quote_prices_are_json_integers_and_rates_strings() -> None:
@@ -209,6 +234,36 @@ def test_decoding_anything_but_a_quote_raises_malformed_quote(raw: bytes) -> Non
     with pytest.raises(MalformedQuote):
         Quote.from_json(raw)
     assert issubclass(MalformedQuote, ValueError)
+
+
+# --------------------------------------------------------------------------------------------
+# Tick stream
+
+
+def test_stream_constants_are_pinned() -> None:
+    assert STREAM_QUOTE_FIELD == "q"
+    assert EMPTY_STREAM_ID == "0-0"
+
+
+def test_stream_entry_quote_reads_the_quote_field_as_bytes_or_text() -> None:
+    assert stream_entry_quote({b"q": CONTRACT_QUOTE_JSON}) == contract_quote()
+    assert stream_entry_quote({"q": CONTRACT_QUOTE_JSON.decode()}) == contract_quote()
+
+
+@pytest.mark.parametrize("fields", [{}, {b"quote": CONTRACT_QUOTE_JSON}, {b"q": b""},
+                                    {b"q": b"[]"}, {"q": _contract_with(price=0)}])
+def test_stream_entry_without_a_quote_raises_malformed_quote(
+        fields: dict[bytes | str, bytes | str]) -> None:
+    with pytest.raises(MalformedQuote):
+        stream_entry_quote(fields)
+
+
+def test_stream_id_key_orders_like_the_stream() -> None:
+    ids = ["1700000000000-10", "0-0", "1700000000000-2", "999-5", "1700000000001-0", "1000"]
+    assert sorted(ids, key=stream_id_key) == [
+        "0-0", "999-5", "1000", "1700000000000-2", "1700000000000-10", "1700000000001-0"]
+    assert stream_id_key(EMPTY_STREAM_ID) == (0, 0)
+    assert stream_id_key("1000") == stream_id_key("1000-0")
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,6 +479,73 @@ def test_decode_health_of_an_empty_hash() -> None:
     health = decode_health({})
     assert health["rejected_topics"] == []
     assert all(health[name] is None for name in HEALTH_FIELDS if name != "rejected_topics")
+
+
+def test_relayer_health_hash_is_the_bytes_the_relayer_writes() -> None:
+    health = RelayerHealth(
+        state="connected", upstream="sim ws://127.0.0.1:8765/ws", instance="relayer-1",
+        pid=4242, host="box", started_at="2026-11-20T00:00:00Z", connected_at=None,
+        last_tick_at="2026-11-20T00:00:02.123Z", last_write_at="", ticks_total=1000,
+        ticks_written_total=990, malformed_total=3, dropped_total=0, reconnects=2,
+        subscriptions=40, rejected_topics=["/t/A999999", "/t/A000001"],
+        updated_at="2026-11-20T00:00:02.500Z",
+    )
+    assert health.to_hash() == {
+        "state": "connected", "upstream": "sim ws://127.0.0.1:8765/ws",
+        "instance": "relayer-1", "pid": "4242", "host": "box",
+        "started_at": "2026-11-20T00:00:00Z", "connected_at": "",
+        "last_tick_at": "2026-11-20T00:00:02.123Z", "last_write_at": "",
+        "ticks_total": "1000", "ticks_written_total": "990", "malformed_total": "3",
+        "dropped_total": "0", "reconnects": "2", "subscriptions": "40",
+        "rejected_topics": '["/t/A000001","/t/A999999"]',  # sorted, compact
+        "updated_at": "2026-11-20T00:00:02.500Z",
+    }
+    assert list(health.to_hash()) == list(HEALTH_FIELDS)  # the HSET order
+
+
+def test_relayer_health_round_trip_reads_empty_values_as_none() -> None:
+    health = RelayerHealth(state="backoff", pid=7, started_at="2026-11-20T00:00:00Z",
+                           connected_at="", ticks_total=0, rejected_topics=["/t/A000001"])
+    encoded = {name.encode(): value.encode() for name, value in health.to_hash().items()}
+    decoded = RelayerHealth.from_hash(encoded)
+    assert decoded == RelayerHealth(state="backoff", pid=7, started_at="2026-11-20T00:00:00Z",
+                                    ticks_total=0, rejected_topics=["/t/A000001"])
+    assert RelayerHealth.from_hash({}) == RelayerHealth()
+
+
+@pytest.mark.parametrize("raw", [{"pid": "seven"}, {"ticks_total": "1.5"},
+                                 {"rejected_topics": "not json"}, {"rejected_topics": "{}"},
+                                 {"rejected_topics": "[1]"}, {"rejected_topics": '"/t/A1"'}])
+def test_relayer_health_refuses_what_the_relayer_never_writes(raw: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        RelayerHealth.from_hash(raw)
+
+
+def test_fills_health_hash_is_the_bytes_the_worker_writes() -> None:
+    health = FillsHealth(pid=4242, updated_at="2026-11-20T00:00:02.500Z", last_entry_id=None,
+                         caught_up=True, fills_total=12, expired_total=0)
+    assert health.to_hash() == {
+        "pid": "4242", "updated_at": "2026-11-20T00:00:02.500Z", "last_entry_id": "",
+        "caught_up": "1", "fills_total": "12", "expired_total": "0",
+    }
+    assert FillsHealth(caught_up=False).to_hash()["caught_up"] == "0"
+
+
+def test_fills_health_round_trip() -> None:
+    health = FillsHealth(pid=4242, updated_at="2026-11-20T00:00:02.500Z",
+                         last_entry_id="1700000000000-3", caught_up=False, fills_total=12,
+                         expired_total=1)
+    encoded = {name.encode(): value.encode() for name, value in health.to_hash().items()}
+    assert FillsHealth.from_hash(encoded) == health
+    assert FillsHealth.from_hash(FillsHealth(pid=1).to_hash()) == FillsHealth(pid=1)
+
+
+def test_fills_health_never_refuses_a_hash() -> None:
+    # The heartbeat is reported, not relied on: what cannot be read is None.
+    assert FillsHealth.from_hash({}) == FillsHealth()
+    assert FillsHealth.from_hash({b"fills_total": b"many", b"pid": b"x", b"caught_up": b"yes",
+                                  b"updated_at": b"2026-11-20T00:00:02Z"}) == FillsHealth(
+        updated_at="2026-11-20T00:00:02Z", caught_up=False)
 
 
 # --------------------------------------------------------------------------------------------

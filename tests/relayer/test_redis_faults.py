@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,12 +21,6 @@ from tests.support.relayer_process import RelayerProcess
 pytestmark = pytest.mark.slow
 
 CODES = ("A005930", "A000660", "A035420", "A068270", "A051910", "A006400")
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimServer]:
-    async with SimServer(ticks_per_sec=200, seed=11, heartbeat_ms=(1000, 1000)) as server:
-        yield server
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ before it could read the answer: nothing was recorded, and every reconnect sent 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,19 +28,6 @@ REFUSED = TOPIC.format("A035420")  # third of five, alphabetically too
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[SimServer]:
-    async with SimServer(ticks_per_sec=200, seed=3, heartbeat_ms=(1000, 1000)) as server:
-        yield server
-
-
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 def relayer(tmp_path: Path, redis_server: RedisServer, sim: SimServer) -> Iterator[RelayerProcess]:
     process = RelayerProcess(tmp_path / "relayer.log", {
         "REDIS_URL": redis_server.url, "RELAYER_UPSTREAM_URL": sim.url,
@@ -55,20 +42,20 @@ def relayer(tmp_path: Path, redis_server: RedisServer, sim: SimServer) -> Iterat
 @pytest.mark.parametrize(("receipt_ids", "sessions", "refusals"),
                          [(True, 2, 1), (False, 3, 2)], ids=["receipt-id", "no-receipt-id"])
 async def test_refused_topic_inside_the_first_batch_is_recorded_and_the_rest_flow(
-    relayer: RelayerProcess, redis: Redis, sim: SimServer, receipt_ids: bool, sessions: int,
+    relayer: RelayerProcess, bus: Redis, sim: SimServer, receipt_ids: bool, sessions: int,
     refusals: int,
 ) -> None:
     sim.reject_topics = {REFUSED}
     sim.error_receipt_ids = receipt_ids
     relayer.start()
     good = {TOPIC.format(code) for code in CODES} - {REFUSED}
-    await wait_connected(redis, subscriptions=len(good))
+    await wait_connected(bus, subscriptions=len(good))
     assert set(sim.subscriptions()) == good
-    state = await health(redis)
+    state = await health(bus)
     assert state["rejected_topics"] == [REFUSED]
 
     async def every_good_code_has_a_quote() -> bool:
-        quotes = await redis.mget([NAMES.quote(code) for code in CODES])
+        quotes = await bus.mget([NAMES.quote(code) for code in CODES])
         return all(quote is not None for code, quote in zip(CODES, quotes, strict=True)
                    if TOPIC.format(code) in good)
 

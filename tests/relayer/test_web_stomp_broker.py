@@ -9,7 +9,7 @@ its own node name, ports, data folder and Web-STOMP plugin; the machine's Rabbit
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,13 +39,6 @@ def broker() -> Iterator[RabbitMqNode]:
         yield node
 
 
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
-
-
 def toss_tick(code: str, price: int, **extra: object) -> bytes:
     tick = {"code": code, "dt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "session": "REGULAR", "exchange": "KRX", "currency": "KRW", "base": 70500,
@@ -55,7 +48,7 @@ def toss_tick(code: str, price: int, **extra: object) -> bytes:
 
 
 async def test_relays_from_a_broker_web_stomp_endpoint(
-    broker: RabbitMqNode, redis_server: RedisServer, redis: Redis, tmp_path: Path
+    broker: RabbitMqNode, redis_server: RedisServer, bus: Redis, tmp_path: Path
 ) -> None:
     user, passcode = broker.user, broker.passcode
     relayer = RelayerProcess(tmp_path / "relayer.log", {
@@ -69,7 +62,7 @@ async def test_relays_from_a_broker_web_stomp_endpoint(
         "RELAYER_SUBSCRIBE": "A005930",
     }).start()
     try:
-        await wait_connected(redis, subscriptions=1, timeout=20)
+        await wait_connected(bus, subscriptions=1, timeout=20)
         publisher = stomp.Connection([("127.0.0.1", broker.stomp_port)], vhost=broker.vhost)
         publisher.connect(user, passcode, wait=True)
         destination = TEMPLATE.format(code="A005930")
@@ -81,24 +74,24 @@ async def test_relays_from_a_broker_web_stomp_endpoint(
             publisher.disconnect()
 
         async def relayed() -> bool:
-            quote = await latest_quote(redis, "A005930")
+            quote = await latest_quote(bus, "A005930")
             return quote is not None and quote.price == 71300
 
         await eventually(relayed, timeout=10, what="the broker's tick in Redis")
-        quote = await latest_quote(redis, "A005930")
+        quote = await latest_quote(bus, "A005930")
         assert quote is not None
         assert (quote.base, quote.change, quote.change_rate) == (70500, 800, "1.13")
         assert (quote.trade_type, quote.trading_strength) == ("SELL", "98.50")
 
         async def malformed_counted() -> bool:
-            return (await health(redis))["malformed_total"] == 1
+            return (await health(bus))["malformed_total"] == 1
 
         await eventually(malformed_counted, what="the malformed body counted")
-        state = await health(redis)
+        state = await health(bus)
         assert state["upstream"] == f"stomp {broker.web_stomp_url}"
         await asyncio.sleep(0)
         assert passcode not in relayer.log()
-        assert passcode not in str(await redis.hgetall("stocking:relayer:health"))
+        assert passcode not in str(await bus.hgetall("stocking:relayer:health"))
         assert "skipped a malformed tick" in relayer.log()
     finally:
         relayer.kill()

@@ -1,20 +1,94 @@
-"""The simulator's market: KRX tick grid, price limits, Toss tick JSON with consistent totals."""
+"""The simulator's market: each instrument's KRX grid and limits, Toss tick JSON with consistent
+totals, and instruments (base prices, grids, limits) taken from the shipped KRX master files."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import cache
+from itertools import pairwise
+from typing import Any
 
 import pytest
 
-from relayer.krx import is_on_grid, price_limits, snap_down, snap_up, tick_size
-from relayer.sim.market import REFERENCE_PRICES, Market, reference_price, step_down, step_up
+from relayer.krx import (
+    FUNDS,
+    KONEX,
+    STOCK,
+    PriceRules,
+    SecurityKind,
+    is_on_grid,
+    price_limits,
+    price_rules,
+    snap_down,
+    snap_up,
+    tick_size,
+)
+from relayer.krx import Market as Exchange
+from relayer.master import MasterRecord, by_code, read_master, shipped_paths
+from relayer.sim.instruments import instruments_of
+from relayer.sim.market import (
+    SYNTHETIC,
+    Instrument,
+    Market,
+    reference_price,
+    step_down,
+    step_up,
+    synthetic_price,
+)
 
 NOW = datetime(2025, 7, 24, 6, 56, 4, tzinfo=UTC)
 TOSS_KEYS = {
     "code", "dt", "session", "exchange", "currency", "base", "close", "volume", "tradeType",
     "changeType", "tradingStrength", "cumulativeVolume", "cumulativeAmount",
 }  # fmt: skip
+
+
+
+
+@cache
+def shipped() -> dict[str, MasterRecord]:
+    """The records of the master files shipped with the code, by code (read once per worker)."""
+    return by_code([read_master(path) for path in shipped_paths()])
+
+
+def first_record(why: str, fits: Callable[[MasterRecord], bool]) -> MasterRecord:
+    """The first shipped record that fits, by code: the tests find their instruments in the
+    files rather than naming codes, so that they hold whatever the files list."""
+    found = sorted((r for r in shipped().values() if fits(r)), key=lambda r: r.code)
+    assert found, f"the shipped master files hold no {why}"
+    return found[0]
+
+
+def master_market(seed: int) -> Market:
+    return Market(seed, instruments_of(shipped().values()))
+
+
+def etf() -> MasterRecord:
+    # From 5,000 up, where the stock grid's ticks are 10 or more: a 5-won step is the ETF grid's.
+    return first_record("ETF priced at 5,000 or more", lambda r: r.kind is SecurityKind.ETF
+                        and (r.base_price or 0) >= 5_000)
+
+
+def konex_stock() -> MasterRecord:
+    # From 1,000 up, so that 15% of the base spans many ticks.
+    return first_record("KONEX stock priced at 1,000 or more", lambda r: r.market is Exchange.KONEX
+                        and r.kind is SecurityKind.STOCK and (r.base_price or 0) >= 1_000)
+
+
+def cheap_stock() -> MasterRecord:
+    return first_record("stock priced below 2,000", lambda r: r.kind is SecurityKind.STOCK
+                        and r.market is not Exchange.KONEX and 0 < (r.base_price or 0) < 2_000)
+
+
+def missing_code() -> str:
+    """A code the shipped master does not list: it trades as a synthetic stock."""
+    return next(code for n in range(1_000_000) if (code := f"A{n:06d}") not in shipped())
+
+
+def walk(market: Market, code: str, steps: int) -> list[dict[str, Any]]:
+    return [market.next_tick(code, NOW + timedelta(seconds=step)) for step in range(steps)]
 
 
 @pytest.mark.parametrize(
@@ -43,9 +117,20 @@ def test_tick_size_at_every_boundary(price: int, tick: int) -> None:
     ],
 )
 def test_single_tick_steps_cross_band_boundaries(price: int, down: int, up: int) -> None:
-    assert step_down(price) == down
-    assert step_up(price) == up
+    assert step_down(price, STOCK) == down
+    assert step_up(price, STOCK) == up
     assert is_on_grid(down) and is_on_grid(up)
+
+
+@pytest.mark.parametrize(
+    ("price", "down", "up"),
+    [(1_500, 1_499, 1_501), (1_999, 1_998, 2_000), (2_000, 1_999, 2_005), (34_610, 34_605, 34_615),
+     (500_000, 499_995, 500_005)],
+)
+def test_etf_steps_are_five_won_from_2000_and_one_won_below(price: int, down: int,
+                                                             up: int) -> None:
+    assert (step_down(price, FUNDS), step_up(price, FUNDS)) == (down, up)
+    assert FUNDS.is_on_grid(down) and FUNDS.is_on_grid(up)
 
 
 def test_snapping() -> None:
@@ -60,48 +145,74 @@ def test_snapping() -> None:
     ("base", "lower", "upper"),
     [
         (70_000, 49_000, 91_000),
-        (1_695, 1_187, 2_200),  # 2,203.5 floors to 2,203, snapped down to the 5-won grid
-        (42_050, 29_450, 54_600),  # 29,435 snapped up to the 50-won grid
+        (1_695, 1_187, 2_200),  # width 508; 2,203 lands on the 5-won grid: down to 2,200
+        (42_050, 29_450, 54_600),  # width 12,615 -> 12,600 (ticks of 50); 54,650 -> 54,600
         (1_020_000, 714_000, 1_326_000),
+        # Published limits (docs/TRADING.md): the width is truncated to the base's own tick.
+        (70_500, 49_400, 91_600),  # not 49,350 (0.7 x base rounded to the 50-won grid)
+        (239_000, 167_500, 310_500),
+        (24_250, 17_000, 31_500),
     ],
 )
-def test_price_limits_are_thirty_percent_rounded_inwards(base: int, lower: int, upper: int) -> None:
+def test_price_limits_take_thirty_percent_truncated_to_the_tick_of_the_base(
+        base: int, lower: int, upper: int) -> None:
     assert price_limits(base) == (lower, upper)
 
 
-def test_reference_prices_are_on_the_grid() -> None:
-    assert len(REFERENCE_PRICES) >= 30
-    assert REFERENCE_PRICES["A005930"] == 70_000
-    off_grid = {code: price for code, price in REFERENCE_PRICES.items() if not is_on_grid(price)}
-    assert off_grid == {}
+def test_every_shipped_record_becomes_an_instrument_with_its_own_rules() -> None:
+    records = shipped()
+    instruments = instruments_of(records.values())
+    assert instruments.keys() == records.keys()
+    market = Market(0, instruments)
+    for code, record in records.items():
+        base, rules = market.instrument(code)
+        assert (base, rules) == (record.base_price, price_rules(record.market, record.kind))
+        reference = reference_price(code, market.instrument(code))
+        assert rules.is_on_grid(reference), (code, reference)
+        if record.base_price:
+            assert reference == rules.snap_down(record.base_price)
+    assert market.instrument(etf().code).rules == FUNDS
+    assert market.instrument(konex_stock().code).rules == KONEX
+    assert market.instrument(cheap_stock().code).rules == STOCK
+
+
+def test_the_reference_price_is_the_master_base_snapped_onto_the_instrument_grid() -> None:
+    assert reference_price("A069500", Instrument(34_610, FUNDS)) == 34_610  # not the stock grid's
+    assert reference_price("A069500", Instrument(34_612, FUNDS)) == 34_610
+    assert reference_price("A005930", Instrument(54_750, STOCK)) == 54_700
+    # No base (0 in the file reads as None): the synthetic derivation, on the instrument's grid.
+    assert reference_price("A069500", Instrument(None, FUNDS)) == synthetic_price("A069500", FUNDS)
+    assert FUNDS.is_on_grid(synthetic_price("A069500", FUNDS))
+    assert reference_price("A069500", Instrument(0, FUNDS)) == synthetic_price("A069500", FUNDS)
+    with pytest.raises(ValueError, match="not an instrument code"):
+        reference_price("069500", Instrument(34_610, FUNDS))
 
 
 def test_synthetic_reference_price_is_stable_and_on_grid() -> None:
-    price = reference_price("A123456")
-    assert price == reference_price("A123456")
+    price = synthetic_price("A123456")
+    assert price == synthetic_price("A123456") == reference_price("A123456")
     assert 1_000 <= price <= 300_000 and is_on_grid(price)
-    assert reference_price("A0080G0") != price
+    assert synthetic_price("A0080G0") != price
     with pytest.raises(ValueError, match="not an instrument code"):
-        reference_price("005930")
+        synthetic_price("005930")
 
 
-@pytest.mark.parametrize("code", ["A005930", "A207940", "A003280", "A316140", "A123456"])
-def test_long_walk_stays_on_grid_within_limits_with_consistent_totals(code: str) -> None:
-    market = Market(seed=11)
-    base = reference_price(code)
-    lower, upper = price_limits(base)
+def check_walk(ticks: list[dict[str, Any]], code: str, base: int, rules: PriceRules) -> None:
+    """Every print on the instrument's grid, within its limits, in small steps, with totals
+    that add up."""
+    lower, upper = rules.price_limits(base)
     previous = base
     cum_volume = cum_amount = buy = sell = 0
-    for step in range(20_000):
-        tick = market.next_tick(code, NOW + timedelta(seconds=step))
+    for tick in ticks:
         price, volume = tick["close"], tick["volume"]
+        assert isinstance(price, int) and isinstance(volume, int)
         assert set(tick) == TOSS_KEYS
         assert tick["code"] == code and tick["base"] == base
-        assert is_on_grid(price), price
+        assert rules.is_on_grid(price), price
         assert lower <= price <= upper
         # A few ticks at most per trade (the tick size can change on the way across a band).
-        assert abs(price - previous) <= 3 * tick_size(max(price, previous))
-        assert isinstance(volume, int) and volume >= 1
+        assert abs(price - previous) <= 3 * rules.tick_size(max(price, previous))
+        assert volume >= 1
         expected_change = "UP" if price > base else "DOWN" if price < base else "FLAT"
         assert tick["changeType"] == expected_change
         cum_volume += volume
@@ -116,25 +227,82 @@ def test_long_walk_stays_on_grid_within_limits_with_consistent_totals(code: str)
         if sell:
             assert tick["tradingStrength"] == round(buy * 100 / sell, 2)
         previous = price
-    assert tick["dt"] == "2025-07-24T12:29:23Z"  # NOW + 19,999 s, UTC with Z
 
 
-def test_the_limits_clamp_a_walk_started_at_them() -> None:
-    market = Market(seed=3)
-    state = market.state("A005930")
-    lower, upper = price_limits(70_000)
+@pytest.mark.parametrize("code", ["A005930", "A207940", "A003280", "A316140", "A123456"])
+def test_long_walk_of_a_synthetic_stock_stays_on_grid_within_limits(code: str) -> None:
+    ticks = walk(Market(seed=11), code, 20_000)
+    check_walk(ticks, code, synthetic_price(code), STOCK)
+    assert ticks[-1]["dt"] == "2025-07-24T12:29:23Z"  # NOW + 19,999 s, UTC with Z
+
+
+def test_an_etf_prints_only_on_the_five_won_grid_within_its_limits() -> None:
+    record = etf()
+    assert record.base_price is not None
+    market = master_market(seed=5)
+    ticks = walk(market, record.code, 20_000)
+    assert ticks[0]["base"] == FUNDS.snap_down(record.base_price) == record.base_price
+    check_walk(ticks, record.code, record.base_price, FUNDS)
+    closes = {tick["close"] for tick in ticks}
+    assert all(close % 5 == 0 for close in closes)
+    # Prices the stock grid (10 won and up from 5,000) would never print: the ETF grid is used.
+    assert any(close % 10 == 5 for close in closes)
+
+
+def test_a_konex_stock_stays_within_fifteen_percent_of_its_base() -> None:
+    record = konex_stock()
+    assert record.base_price is not None
+    market = master_market(seed=9)
+    ticks = walk(market, record.code, 20_000)
+    check_walk(ticks, record.code, record.base_price, KONEX)
+    lower, upper = KONEX.price_limits(record.base_price)
+    assert record.base_price * 85 <= lower * 100 and upper * 100 <= record.base_price * 115
+    assert (market.state(record.code).lower, market.state(record.code).upper) == (lower, upper)
+
+
+def test_a_stock_below_2000_walks_the_one_won_grid() -> None:
+    record = cheap_stock()
+    assert record.base_price is not None
+    ticks = walk(master_market(seed=13), record.code, 5_000)
+    check_walk(ticks, record.code, record.base_price, STOCK)
+    assert any(abs(a["close"] - b["close"]) == 1 for a, b in pairwise(ticks))
+
+
+def test_a_code_the_master_lacks_trades_as_a_synthetic_stock() -> None:
+    code = missing_code()
+    market = master_market(seed=2)
+    assert market.instrument(code) == SYNTHETIC
+    ticks = walk(market, code, 2_000)
+    check_walk(ticks, code, synthetic_price(code), STOCK)
+
+
+@pytest.mark.parametrize(
+    ("instrument", "lower", "upper"),
+    [
+        (Instrument(70_000, STOCK), 49_000, 91_000),
+        (Instrument(10_000, KONEX), 8_500, 11_500),
+        (Instrument(34_610, FUNDS), 24_230, 44_990),  # width 10,383 -> 10,380 (ticks of 5)
+    ],
+)
+def test_the_limits_clamp_a_walk_started_at_them(instrument: Instrument, lower: int,
+                                                 upper: int) -> None:
+    market = Market(seed=3, instruments={"A000001": instrument})
+    state = market.state("A000001")
+    assert (state.lower, state.upper) == (lower, upper)
     state.price = upper
-    closes = [market.next_tick("A005930", NOW)["close"] for _ in range(200)]
+    closes = [market.next_tick("A000001", NOW)["close"] for _ in range(200)]
     assert max(closes) == upper
     state.price = lower
-    closes = [market.next_tick("A005930", NOW)["close"] for _ in range(200)]
+    closes = [market.next_tick("A000001", NOW)["close"] for _ in range(200)]
     assert min(closes) == lower
 
 
 def test_the_first_trade_has_plausible_values() -> None:
-    tick = Market(seed=1).next_tick("A000660", NOW)
+    market = Market(seed=1, instruments={"A000660": Instrument(200_000, STOCK)})
+    tick = market.next_tick("A000660", NOW)
     assert tick["dt"] == "2025-07-24T06:56:04Z"
     assert (tick["session"], tick["exchange"], tick["currency"]) == ("REGULAR", "KRX", "KRW")
+    assert tick["base"] == 200_000
     assert abs(tick["close"] - 200_000) <= 3 * 500
     assert tick["cumulativeVolume"] == tick["volume"]
     assert tick["cumulativeAmount"] == tick["close"] * tick["volume"]
@@ -143,10 +311,10 @@ def test_the_first_trade_has_plausible_values() -> None:
 
 
 def test_same_seed_same_calls_same_ticks() -> None:
-    codes = ["A005930", "A035720", "A999999"] * 300
+    codes = [etf().code, konex_stock().code, missing_code()] * 300
 
-    def run(seed: int) -> list[dict[str, object]]:
-        market = Market(seed)
+    def run(seed: int) -> list[dict[str, Any]]:
+        market = master_market(seed)
         return [market.next_tick(code, NOW) for code in codes]
 
     first = run(42)

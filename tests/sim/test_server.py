@@ -18,7 +18,7 @@ from websockets.typing import Subprotocol
 from relayer.krx import is_on_grid, price_limits
 from relayer.sim import SimServer
 from relayer.sim.__main__ import SimSettings
-from relayer.sim.market import REFERENCE_PRICES
+from relayer.sim.market import reference_price
 from relayer.stomp import Frame, FrameParser, encode_frame
 from relayer.toss import parse_toss_tick
 
@@ -119,7 +119,7 @@ async def test_subscribe_receipt_then_toss_ticks_with_exact_headers(sim: SimServ
         await client.subscribe("sub-1", topic("A005930"), receipt="r-1")
         assert await client.frame() == Frame("RECEIPT", {"receipt-id": "r-1"})
         assert sim.subscriptions() == {topic("A005930"): ["sub-1"]}
-        lower, upper = price_limits(70_000)
+        lower, upper = price_limits(reference_price("A005930"))  # the fixture has no master
         message_ids = set()
         for _ in range(20):
             frame = await client.frame()
@@ -130,7 +130,7 @@ async def test_subscribe_receipt_then_toss_ticks_with_exact_headers(sim: SimServ
             assert int(frame.headers["content-length"]) == len(frame.body)
             message_ids.add(frame.headers["message-id"])
             tick = orjson.loads(frame.body)
-            assert tick["code"] == "A005930" and tick["base"] == REFERENCE_PRICES["A005930"]
+            assert tick["code"] == "A005930" and tick["base"] == reference_price("A005930")
             assert is_on_grid(tick["close"]) and lower <= tick["close"] <= upper
             trade = parse_toss_tick(frame.body)  # the relayer's own parser accepts it
             assert (trade.price, trade.currency) == (tick["close"], "KRW")

@@ -9,8 +9,10 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from api.app import create_app
+from api.auth.passwords import PasswordProfile
 from api.db import Database
 from api.errors import PROBLEM_JSON
 from api.models import Role
@@ -21,6 +23,24 @@ from tests.support.tokens import bearer
 # The admin account the test app ensures at start (tests/api/conftest.py api_settings).
 ADMIN_EMAIL = "admin@stocking.test"
 ADMIN_PASSWORD = "admin-password-0001"
+TEST_JWT_KEY = "test-signing-key-" + "x" * 40
+
+
+def app_settings(redis_url: str, database_url: str, **overrides: Any) -> ApiSettings:
+    """The settings of an app under test: the admin above, a fixed signing key, and `overrides`."""
+    fields: dict[str, Any] = {
+        "jwt_secret_key": SecretStr(TEST_JWT_KEY),
+        "stocking_admin_email": ADMIN_EMAIL,
+        "stocking_admin_password": SecretStr(ADMIN_PASSWORD),
+        # The cheap hash: hundreds of registrations and logins cost seconds, not minutes. The
+        # standard profile is exercised in tests/api/test_auth.py.
+        "password_hash_profile": PasswordProfile.TESTS_ONLY,
+        # Bursts of 20-50 concurrent requests share one event loop here, on two cores that run
+        # several test workers: the loop can lag past the production 0.5 s before a new
+        # connection's handshake is read, which is a 503 that says nothing about Redis.
+        "api_redis_timeout_s": scaled(3),
+    }
+    return ApiSettings(redis_url=redis_url, database_url=database_url, **{**fields, **overrides})
 
 
 def database(client: TestClient) -> Database:
@@ -67,3 +87,11 @@ async def running_app(settings: ApiSettings,
         timeout=scaled(30),
     ) as client:
         yield client
+
+
+def metric(text: str, series: str) -> float:
+    """The value of one series (`name{labels}` as exposed) in a /metrics page; 0 if absent."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0

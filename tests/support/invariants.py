@@ -3,7 +3,9 @@ move money: they must hold after any sequence of requests, concurrent or not."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any, TypeVar
 
@@ -11,6 +13,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from api.db import Database
+from api.fills.worker import PRINT_PURGE_MARGIN
 from api.models import (
     LIVE_ORDER_STATUSES,
     Account,
@@ -18,10 +21,15 @@ from api.models import (
     LedgerEntry,
     LedgerType,
     Order,
+    OrderStatus,
+    OrderType,
     Payment,
     PaymentStatus,
     Position,
     Side,
+    TradePrint,
+    UserEvent,
+    UserEventWatermark,
 )
 
 T = TypeVar("T")
@@ -31,12 +39,16 @@ TRADING = {LedgerType.BUY.value, LedgerType.SELL.value, LedgerType.FEE.value,
 
 
 def check_ledger(session: Session, user_id: int | None = None) -> None:
-    """For every account (or one user's): cash == sum of its ledger, each row continues the one
-    before, and cash and held cash are within bounds."""
+    """For every account (or one user's): cash == sum of its ledger (and fees and taxes paid ==
+    its FEE and TAX rows), each row continues the one before, and cash and held cash are within
+    bounds."""
     for account in session.scalars(_mine(select(Account), Account, user_id)):
         rows = list(session.scalars(select(LedgerEntry).where(
             LedgerEntry.user_id == account.user_id).order_by(LedgerEntry.id)))
         assert account.cash == sum(row.amount for row in rows), account.user_id
+        # The running totals of costs are the ledger's too.
+        assert account.fees_paid == -sum(r.amount for r in rows if r.type == LedgerType.FEE.value)
+        assert account.taxes_paid == -sum(r.amount for r in rows if r.type == LedgerType.TAX.value)
         assert 0 <= account.held_cash <= account.cash
         for row in rows:
             assert row.balance_after == row.balance_before + row.amount >= 0
@@ -48,8 +60,9 @@ def check_ledger(session: Session, user_id: int | None = None) -> None:
 
 def check_trading(session: Session, user_id: int | None = None) -> None:
     """Holds equal what live orders reserve; positions equal the sum of their fills; an order's
-    filled quantity and value equal its fills; trading cash flows equal realized P&L minus the
-    book cost still held. For every user, or one."""
+    filled quantity and value equal its fills; a position's realized P&L equals the sum of its
+    sales' realized P&L; trading cash flows equal realized P&L minus the book cost still held.
+    For every user, or one."""
     orders = list(session.scalars(_mine(select(Order), Order, user_id)))
     fills = list(session.scalars(_mine(select(Fill), Fill, user_id)))
     held_cash: dict[int, int] = defaultdict(int)
@@ -59,6 +72,10 @@ def check_trading(session: Session, user_id: int | None = None) -> None:
         assert order.filled_quantity == sum(f.quantity for f in mine), order.id
         assert order.filled_value == sum(f.value for f in mine), order.id
         assert 0 <= order.filled_quantity <= order.quantity
+        if order.status == OrderStatus.RESERVED:
+            # Not in the market yet: nothing filled, nothing listens to ticks, due at its
+            # opening auction. It holds like an active order (below).
+            assert not mine and order.rests_after is None and order.activates_at, order.id
         if order.status in LIVE_ORDER_STATUSES:
             if order.side == Side.BUY:
                 held_cash[order.user_id] += order.held_cash
@@ -67,9 +84,31 @@ def check_trading(session: Session, user_id: int | None = None) -> None:
         else:
             assert order.held_cash == 0, order.id
     shares: dict[tuple[int, str], int] = defaultdict(int)
-    for fill in fills:
-        shares[(fill.user_id, fill.code)] += fill.quantity if fill.side == Side.BUY \
-            else -fill.quantity
+    purchase_values: dict[tuple[int, str], int] = defaultdict(int)
+    sales_pnl: dict[tuple[int, str], int] = defaultdict(int)
+    for fill in sorted(fills, key=lambda f: f.id):
+        key = (fill.user_id, fill.code)
+        # A sale carries its realized P&L, net of its costs and the book cost it took; a buy
+        # carries neither.
+        if fill.side == Side.SELL:
+            assert fill.realized_pnl is not None and fill.cost_basis_sold is not None, fill.id
+            assert fill.realized_pnl == (fill.value - fill.commission - fill.tax
+                                         - fill.cost_basis_sold), fill.id
+            sales_pnl[key] += fill.realized_pnl
+        else:
+            assert fill.realized_pnl is None and fill.cost_basis_sold is None, fill.id
+        # A fill's tax is its two components; a buy pays none.
+        assert fill.tax == fill.securities_transaction_tax + fill.rural_special_tax, fill.id
+        assert fill.side == Side.SELL or fill.tax == 0, fill.id
+        # 매입평균가's purchase value, replayed: a buy adds its value, a sale takes the sold
+        # shares' part (rounded down; all of it with the last share).
+        if fill.side == Side.BUY:
+            purchase_values[key] += fill.value
+        elif fill.quantity == shares[key]:
+            purchase_values[key] = 0
+        else:
+            purchase_values[key] -= purchase_values[key] * fill.quantity // shares[key]
+        shares[key] += fill.quantity if fill.side == Side.BUY else -fill.quantity
     positions = {(p.user_id, p.code): p
                  for p in session.scalars(_mine(select(Position), Position, user_id))}
     for key, quantity in shares.items():
@@ -78,6 +117,10 @@ def check_trading(session: Session, user_id: int | None = None) -> None:
         assert 0 <= position.held_quantity <= position.quantity
         assert position.held_quantity == held_shares.get(key, 0), key
         assert position.quantity == shares.get(key, 0), key
+        assert position.purchase_value == purchase_values.get(key, 0), key
+        assert position.purchase_value <= position.cost_basis, key
+        # A position's realized P&L is the sum of its sales' (migration 0013).
+        assert position.realized_pnl == sales_pnl.get(key, 0), key
         if position.quantity == 0:
             assert position.cost_basis == 0, key
     for account in session.scalars(_mine(select(Account), Account, user_id)):
@@ -121,6 +164,56 @@ def check_payments(session: Session, user_id: int | None = None) -> None:
         assert refunded + account.clawback_due == clawed, account.user_id
 
 
+def check_prints(session: Session) -> None:
+    """No print gives a side more than its volume (docs/TRADING.md, "One print's volume"): what
+    its `trade_prints` row counts is exactly what limit orders filled from it on that side
+    (market orders, at the last trade or at an auction's price, are not limited by printed
+    volume), and never above its volume. A row may be
+    missing only for a print whose fills are all older than the fills worker's purge margin
+    (its print has left the stream, api.orders.prints.purge_prints)."""
+    given: dict[tuple[str, str], int] = defaultdict(int)
+    latest: dict[tuple[str, str], datetime] = {}
+    for tick_id, side, quantity, created_at in session.execute(
+            select(Fill.tick_id, Fill.side, Fill.quantity, Fill.created_at)
+            .join(Order, Order.id == Fill.order_id)
+            .where(Order.type != OrderType.MARKET.value)):
+        given[tick_id, side] += quantity
+        latest[tick_id, side] = max(created_at, latest.get((tick_id, side), created_at))
+    counted = {(row.print_id, row.side): row for row in session.scalars(select(TradePrint))}
+    purgeable_before = datetime.now(UTC) - PRINT_PURGE_MARGIN
+    for key, quantity in given.items():
+        if key not in counted:
+            assert latest[key] < purgeable_before, f"print {key} filled {quantity} shares " \
+                                                   "without its row"
+            continue
+        assert counted[key].consumed == quantity, (key, counted[key].consumed, quantity)
+    for key, row in counted.items():
+        assert 0 <= row.consumed <= row.volume, (key, row.consumed, row.volume)
+        assert row.consumed == given.get(key, 0), (key, row.consumed, given.get(key, 0))
+
+
+def check_events(session: Session) -> None:
+    """The event log (api.streams.events) tells the same story as the tables, for every user
+    whose events were never purged: each fill has exactly one fill event, with its order, and
+    each order's latest order event shows it as it is now (its status and what has filled)."""
+    purged = set(session.scalars(select(UserEventWatermark.user_id)))
+    fill_events: dict[int, list[int]] = defaultdict(list)
+    latest_order: dict[int, dict[str, Any]] = {}
+    for row in session.scalars(select(UserEvent).order_by(UserEvent.id)):
+        data = json.loads(row.data)
+        if row.type == "fill":
+            fill_events[data["id"]].append(data["order_id"])
+        elif row.type == "order":
+            latest_order[data["id"]] = data
+    for fill in session.scalars(select(Fill).where(Fill.user_id.not_in(purged))):
+        assert fill_events.get(fill.id) == [fill.order_id], (fill.id, fill_events.get(fill.id))
+    for order in session.scalars(select(Order).where(Order.user_id.not_in(purged))):
+        event = latest_order.get(order.id)
+        assert event is not None, f"order {order.id} has no event"
+        assert (event["status"], event["filled_quantity"], event["held_cash"]) == (
+            order.status, order.filled_quantity, order.held_cash), (order.id, event)
+
+
 def _mine(query: Select[T], model: Any, user_id: int | None) -> Select[T]:
     return query if user_id is None else query.where(model.user_id == user_id)
 
@@ -129,3 +222,5 @@ def assert_invariants(db: Database) -> None:
     db.call(check_ledger)
     db.call(check_trading)
     db.call(check_payments)
+    db.call(check_prints)
+    db.call(check_events)

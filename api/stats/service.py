@@ -1,0 +1,68 @@
+"""GET /api/v1/stats: an account's trading statistics over a period (docs/api/STATS.md).
+
+One read transaction gives the account's opening, every one of its fills (the columns the
+figures need, in id order: holding periods need the fills before the period too) and how many
+orders it placed in the period; api.stats.figures computes the rest, and the instruments
+catalog names the codes. "Today" is the app's clock (`resources.clock`), so tests fix it.
+
+Returns and drawdown (total_return_pct, max_drawdown_pct) are those of the same period's
+GET /api/v1/portfolio/history (api.performance: the daily snapshots and today's live point),
+so the two endpoints always agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.ledger.service import get_account
+from api.models import Fill, Order
+from api.performance.service import Timeframe, history
+from api.resources import Resources
+from api.stats.figures import FillRow, TradingFigures
+from api.stats.periods import Period, Window
+from api.stats.schemas import StatsOut
+
+FILL_COLUMNS = (Fill.id, Fill.order_id, Fill.code, Fill.side, Fill.quantity, Fill.value,
+                Fill.commission, Fill.securities_transaction_tax, Fill.rural_special_tax,
+                Fill.realized_pnl, Fill.created_at)
+
+
+@dataclass(frozen=True)
+class TradingHistory:
+    window: Window
+    fills: list[FillRow]  # every fill of the account, in id order
+    orders_placed: int  # in the window
+
+
+def trading_history(session: Session, user_id: int, period: Period,
+                    now: datetime) -> TradingHistory:
+    """Unit of work: what the statistics of `period` at `now` are computed from. 404
+    `account_not_found` without an account."""
+    account = get_account(session, user_id)
+    window = Window.of(period, now, account.created_at)
+    fills = [FillRow(*row) for row in session.execute(
+        select(*FILL_COLUMNS).where(Fill.user_id == user_id).order_by(Fill.id))]
+    orders_placed = session.scalar(select(func.count()).select_from(Order).where(
+        Order.user_id == user_id, Order.created_at >= window.start,
+        Order.created_at < window.end))
+    return TradingHistory(window, fills, int(orders_placed or 0))
+
+
+async def stats(resources: Resources, user_id: int, period: Period) -> StatsOut:
+    now = resources.clock()
+    trading = await resources.db.read(trading_history, user_id, period, now)
+    catalog = await resources.instruments.snapshot()
+    performance = await history(resources, user_id, period, Timeframe.DAY)
+
+    def name_of(code: str) -> str | None:
+        info = catalog.get(code)
+        return None if info is None else info.name
+
+    return StatsOut.of(TradingFigures.of(trading.fills, trading.window),
+                       orders_placed=trading.orders_placed, now=now, name_of=name_of,
+                       total_return_pct=performance.return_pct,
+                       max_drawdown_pct=performance.max_drawdown_pct)
