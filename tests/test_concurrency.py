@@ -37,7 +37,7 @@ from tests.support.databases import (
     fresh_sqlite_database,
     mysql_unreachable_reason,
 )
-from tests.support.env import free_port, scaled
+from tests.support.env import API_REDIS_TIMEOUT_S, free_port
 from tests.support.invariants import assert_invariants
 from tests.support.platform import environment, http, start_gunicorn, wait_for
 from tests.support.quotes import make_quote, publish_ticks, put
@@ -122,7 +122,7 @@ def platform(request: pytest.FixtureRequest) -> Iterator[Platform]:
                 # about the money rules tested here (seen in CI).
                 gunicorn = start_gunicorn(environment(
                     REDIS_URL=redis_server.url, DATABASE_URL=url, PORT=str(port),
-                    WEB_CONCURRENCY="2", API_REDIS_TIMEOUT_S=str(scaled(3))), log)
+                    WEB_CONCURRENCY="2", API_REDIS_TIMEOUT_S=str(API_REDIS_TIMEOUT_S)), log)
                 try:
                     wait_for(lambda: len(re.findall(r"Application startup complete",
                                                     log.read_text())) == 2,

@@ -26,7 +26,7 @@ from api.db import Database, make_engine
 from api.market.rules import PriceBand
 from tests.conftest import RedisServer
 from tests.support.concurrency import concurrently
-from tests.support.env import REPO, free_port, scaled
+from tests.support.env import API_REDIS_TIMEOUT_S, REPO, free_port, scaled
 from tests.support.fake_portone import FakePortOne, signed_webhook, webhook_body, webhook_secret
 from tests.support.invariants import assert_invariants
 from tests.support.platform import (
@@ -86,7 +86,7 @@ def test_gunicorn_two_workers_metrics_add_up_and_sigterm_frees_the_port(
     # production 1 s and answer 503 (seen in CI), which says nothing about the metrics here.
     env = environment(REDIS_URL=redis_server.url, DATABASE_URL=database_url, PORT=str(port),
                       WEB_CONCURRENCY="2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-                      READY_TIMEOUT_S=str(scaled(5)), API_REDIS_TIMEOUT_S=str(scaled(3)))
+                      READY_TIMEOUT_S=str(scaled(5)), API_REDIS_TIMEOUT_S=str(API_REDIS_TIMEOUT_S))
     gunicorn = start_gunicorn(env, log)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -17,7 +17,7 @@ from api.db import Database
 from api.errors import PROBLEM_JSON
 from api.models import Role
 from api.settings import ApiSettings
-from tests.support.env import scaled
+from tests.support.env import API_REDIS_TIMEOUT_S, scaled
 from tests.support.tokens import bearer
 
 # The admin account the test app ensures at start (tests/api/conftest.py api_settings).
@@ -35,10 +35,8 @@ def app_settings(redis_url: str, database_url: str, **overrides: Any) -> ApiSett
         # The cheap hash: hundreds of registrations and logins cost seconds, not minutes. The
         # standard profile is exercised in tests/api/test_auth.py.
         "password_hash_profile": PasswordProfile.TESTS_ONLY,
-        # Bursts of 20-50 concurrent requests share one event loop here, on two cores that run
-        # several test workers: the loop can lag past the production 0.5 s before a new
-        # connection's handshake is read, which is a 503 that says nothing about Redis.
-        "api_redis_timeout_s": scaled(3),
+        # Bursts of 20-50 concurrent requests share one event loop here (see the constant).
+        "api_redis_timeout_s": API_REDIS_TIMEOUT_S,
     }
     return ApiSettings(redis_url=redis_url, database_url=database_url, **{**fields, **overrides})
 

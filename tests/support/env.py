@@ -15,6 +15,14 @@ def scaled(seconds: float) -> float:
     return seconds * TIMEOUT_FACTOR
 
 
+# The API's Redis socket timeout in tests whose app is not about Redis faults (production: 0.5 s).
+# A burst of 50 concurrent orders runs up to 40 threads of ORM work that take the GIL from the
+# event loop; on two cores shared by four test workers, one Redis read then waited past 3 s
+# (25 of 50 orders answered 503 in CI), which says nothing about Redis. A Redis that is down
+# still answers 503 at once: the connection is refused, no timeout is waited for.
+API_REDIS_TIMEOUT_S = scaled(10)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
