@@ -335,10 +335,14 @@ class UserEventOut:
         data: dict[str, Any] = json.loads(self.data_json)
         return data
 
-    def message(self) -> str:
-        """`{"channel":"orders","type":...,"event":...,"offset":...,"data":{...}}`."""
-        head = json.dumps({"channel": CHANNEL, "type": self.type.value, "event": self.event,
-                           "offset": self.offset}, separators=(",", ":"))
+    def message(self, portfolio_id: int | None = None) -> str:
+        """`{"channel":"orders","type":...,"event":...,"offset":...,"data":{...}}`, with
+        `"portfolio_id"` after the offset when the client named the portfolio it follows."""
+        fields: dict[str, Any] = {"channel": CHANNEL, "type": self.type.value,
+                                  "event": self.event, "offset": self.offset}
+        if portfolio_id is not None:
+            fields["portfolio_id"] = portfolio_id
+        head = json.dumps(fields, separators=(",", ":"))
         return f'{head[:-1]},"data":{self.data_json}}}'
 
     @classmethod

@@ -4,9 +4,9 @@ this API worker, and the buffers it fills for each client.
     Hub.run (one task per worker, started in the app's lifespan; api.app)
       +-- _read           the pub/sub connection: reference-counted channels, one
       |                   `NS:ticks:{code}` per code any client watches and one `NS:events:{user}`
-      |                   per user with an orders subscription; each message handed to the
-      |                   watching clients' buffers; reconnects (then a `gap` for every code,
-      |                   and every orders subscription re-reads SQL)
+      |                   per account (a portfolio's) with an orders subscription; each
+      |                   message handed to the watching clients' buffers; reconnects (then a
+      |                   `gap` for every code, and every orders subscription re-reads SQL)
       +-- _watch_relayer  the relayer's health hash: a new `reconnects` count or `instance`
       |                   means prints may have been missed upstream, a `gap`
       +-- _watch_market   the calendar's session at the clock: a `market` message on change
@@ -17,10 +17,10 @@ keeping up gets the frame written to its socket at once, by the hub, with no tas
 other client, or one with something else to send first, gets it in its buffer.
 
 A client's buffer (`StreamClient`) never grows with the tick rate: it holds the latest quote
-per code (a newer one replaces the older, unsent one: coalescing), a flag for "orders to read
-from SQL", and a bounded queue of control messages (snapshots, errors, pongs). A client whose
-queue overflows, or whose socket blocks a send beyond STREAM_SEND_TIMEOUT_S, is closed as slow
-(api.streams.session) instead of being buffered for.
+per code (a newer one replaces the older, unsent one: coalescing), the accounts whose "orders
+are to be read from SQL", and a bounded queue of control messages (snapshots, errors, pongs).
+A client whose queue overflows, or whose socket blocks a send beyond STREAM_SEND_TIMEOUT_S, is
+closed as slow (api.streams.session) instead of being buffered for.
 
 The hub never writes a key, and never holds a message for a client that left.
 """
@@ -100,8 +100,10 @@ class StreamClient:
     # (message, its orders offset or None), in the order they must be sent.
     control: deque[tuple[bytes, str | None]] = field(default_factory=deque)
     market: bool = False
-    orders: bool = False
-    orders_due: bool = False
+    # The accounts (users ids: one per portfolio followed) of its orders subscriptions, and
+    # those with events to read from SQL (notified, or re-checked).
+    orders: set[int] = field(default_factory=set)
+    orders_due: set[int] = field(default_factory=set)
     overflowed: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     frames: DirectFrames | None = None  # direct writes to its socket, when offered
@@ -150,9 +152,11 @@ class StreamClient:
         if pending is not None and pending.key <= key and key != NO_TICK:
             del self.quotes[code]
 
-    def notify_orders(self) -> None:
-        if self.orders:
-            self.orders_due = True
+    def notify_orders(self, account_id: int | None = None) -> None:
+        """Read the events of `account_id` (None: of every account followed) from SQL."""
+        due = self.orders if account_id is None else self.orders & {account_id}
+        if due:
+            self.orders_due |= due
             self.wake.set()
 
     def take_quotes(self) -> list[PendingQuote]:
@@ -183,15 +187,15 @@ class Hub:
         self._pubsub: PubSub | None = None
         self._refs: dict[str, int] = {}  # channel -> watchers
         self._by_code: dict[str, set[StreamClient]] = {}
-        self._by_user: dict[int, set[StreamClient]] = {}
+        self._by_account: dict[int, set[StreamClient]] = {}  # orders watchers per account
         self._clients: set[StreamClient] = set()
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._lock = asyncio.Lock()  # one subscription change (or reconnect) at a time
         self._snapshot_slots = asyncio.Semaphore(settings.stream_snapshot_concurrency)
         self._tick_prefix = resources.names.tick_channel("")
         self._market: dict[str, Any] | None = None
-        self._user_of_channel: dict[str, int] = {}
-        self._channel_of_user: dict[int, str] = {}
+        self._account_of_channel: dict[str, int] = {}
+        self._channel_of_account: dict[int, str] = {}
 
     # --- Clients ------------------------------------------------------------------------------
 
@@ -206,8 +210,8 @@ class Hub:
         self._clients.discard(client)
         metrics.CLIENTS.dec()
         await self.unwatch_codes(client, list(client.codes | client.priming))
-        if client.orders:
-            await self.unwatch_orders(client)
+        for account_id in list(client.orders):
+            await self.unwatch_orders(client, account_id)
 
     async def watch_codes(self, client: StreamClient, codes: Iterable[str]) -> list[str]:
         """Start delivering `codes` to `client`: the codes new to it, in order, subscribed on
@@ -237,27 +241,32 @@ class Hub:
         await self._unwant([self.resources.names.tick_channel(code) for code in gone])
         return gone
 
-    async def watch_orders(self, client: StreamClient, channel: str) -> None:
-        """Notify `client` of its user's new events (`channel`: the user's events channel)."""
-        self._by_user.setdefault(client.user_id, set()).add(client)
-        self._user_of_channel[channel] = client.user_id
-        self._channel_of_user[client.user_id] = channel
-        client.orders = True
+    async def watch_orders(self, client: StreamClient, account_id: int, channel: str) -> None:
+        """Notify `client` of the new events of `account_id` (the user's own, or one of his
+        portfolios'; `channel`: that account's events channel). Once per client and account: a
+        second call changes nothing, so that one unwatch undoes it."""
+        if account_id in client.orders:
+            return
+        self._by_account.setdefault(account_id, set()).add(client)
+        self._account_of_channel[channel] = account_id
+        self._channel_of_account[account_id] = channel
+        client.orders.add(account_id)
         metrics.SUBSCRIPTIONS.labels("orders").inc()
         await self._want([channel])
 
-    async def unwatch_orders(self, client: StreamClient) -> None:
-        client.orders = client.orders_due = False
-        watchers = self._by_user.get(client.user_id)
+    async def unwatch_orders(self, client: StreamClient, account_id: int) -> None:
+        client.orders.discard(account_id)
+        client.orders_due.discard(account_id)
+        watchers = self._by_account.get(account_id)
         if watchers is None or client not in watchers:
             return
         watchers.discard(client)
         metrics.SUBSCRIPTIONS.labels("orders").dec()
-        channel = self._channel_of_user[client.user_id]
+        channel = self._channel_of_account[account_id]
         if not watchers:
-            del self._by_user[client.user_id]
-            del self._channel_of_user[client.user_id]
-            del self._user_of_channel[channel]
+            del self._by_account[account_id]
+            del self._channel_of_account[account_id]
+            del self._account_of_channel[channel]
         await self._unwant([channel])
 
     def watch_market(self, client: StreamClient) -> dict[str, Any]:
@@ -393,9 +402,10 @@ class Hub:
                 latest[channel[len(self._tick_prefix):]] = message["data"]
                 ticks += 1
             else:
-                user_id = self._user_of_channel.get(channel)
-                for client in self._by_user.get(user_id, ()) if user_id is not None else ():
-                    client.notify_orders()
+                account_id = self._account_of_channel.get(channel)
+                if account_id is not None:
+                    for client in self._by_account.get(account_id, ()):
+                        client.notify_orders(account_id)
         if ticks > len(latest):
             metrics.TICKS_SUPERSEDED.inc(ticks - len(latest))
         for code, raw in latest.items():
@@ -487,9 +497,9 @@ class Hub:
         (Redis away when the event committed) delays an event by this much at most."""
         while True:
             await asyncio.sleep(self.resources.settings.stream_orders_recheck_s)
-            for watchers in self._by_user.values():
+            for account_id, watchers in self._by_account.items():
                 for client in watchers:
-                    client.notify_orders()
+                    client.notify_orders(account_id)
 
     async def _watch_market(self) -> None:
         while True:

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from api.errors import Unprocessable
+from api.ids import MAX_ROW_ID
 from api.instruments.codes import unique_codes
 
 
@@ -59,12 +60,14 @@ class Subscribe:
     channel: Channel
     codes: tuple[str, ...] = ()  # quotes: bus form, validated, without repeats
     since: str | None = None  # orders: the last offset the client has
+    portfolio_id: int | None = None  # orders: the portfolio followed; None: the default one
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
     channel: Channel
     codes: tuple[str, ...] = ()  # quotes: empty means every code
+    portfolio_id: int | None = None  # orders: the portfolio left; None: the default one
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +98,13 @@ def parse_operation(text: str | bytes) -> Operation:
         channel = _channel(message.get("channel"))
         codes = _codes(message.get("codes"), required=(op == "subscribe"
                                                        and channel is Channel.QUOTES))
+        portfolio_id = _portfolio_id(message.get("portfolio_id"), channel)
         if op == "unsubscribe":
-            return Unsubscribe(channel, codes)
+            return Unsubscribe(channel, codes, portfolio_id)
         since = message.get("since")
         if since is not None and not isinstance(since, str | int):
             raise ProtocolError("invalid_message", "`since` is an offset the server sent")
-        return Subscribe(channel, codes, None if since is None else str(since))
+        return Subscribe(channel, codes, None if since is None else str(since), portfolio_id)
     raise ProtocolError("unknown_op", f"unknown op {op!r}: auth, subscribe, unsubscribe or ping")
 
 
@@ -110,6 +114,21 @@ def _channel(value: object) -> Channel:
     except ValueError:
         raise ProtocolError("unknown_channel",
                             f"unknown channel {value!r}: quotes, orders or market") from None
+
+
+def _portfolio_id(value: object, channel: Channel) -> int | None:
+    """The portfolio an orders (un)subscription names, as REST's X-Portfolio-Id takes it: an
+    id from 1 to 2^63-1, here a JSON integer. Whether it is one of the user's is the session's
+    to check (it needs SQL); this is the shape only."""
+    if value is None:
+        return None
+    if channel is not Channel.ORDERS:
+        raise ProtocolError("invalid_message", "`portfolio_id` is for the orders channel")
+    # bool is an int in Python; `true` is not an id.
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ROW_ID:
+        raise ProtocolError("invalid_message", "`portfolio_id` is the id of one of your "
+                            "portfolios: an integer from 1 to 2^63-1")
+    return value
 
 
 def _codes(value: object, *, required: bool) -> tuple[str, ...]:
@@ -152,17 +171,26 @@ def auth_expired(grace_s: float) -> bytes:
     return orjson.dumps({"type": "auth_expired", "grace_s": grace_s})
 
 
-def subscribed(channel: Channel, codes: tuple[str, ...] = ()) -> bytes:
+# `portfolio_id` (orders): only when the client named a portfolio; a client that never does
+# gets the messages it got before portfolios existed, byte for byte.
+
+def subscribed(channel: Channel, codes: tuple[str, ...] = (),
+               portfolio_id: int | None = None) -> bytes:
     body: dict[str, Any] = {"type": "subscribed", "channel": channel.value}
     if codes:
         body["codes"] = list(codes)
+    if portfolio_id is not None:
+        body["portfolio_id"] = portfolio_id
     return orjson.dumps(body)
 
 
-def unsubscribed(channel: Channel, codes: tuple[str, ...] = ()) -> bytes:
+def unsubscribed(channel: Channel, codes: tuple[str, ...] = (),
+                 portfolio_id: int | None = None) -> bytes:
     body: dict[str, Any] = {"type": "unsubscribed", "channel": channel.value}
     if codes:
         body["codes"] = list(codes)
+    if portfolio_id is not None:
+        body["portfolio_id"] = portfolio_id
     return orjson.dumps(body)
 
 
@@ -184,8 +212,10 @@ def market_session(data: dict[str, Any]) -> bytes:
     return orjson.dumps({"channel": "market", "type": "session", "data": data})
 
 
-def orders_reset() -> bytes:
-    return b'{"channel":"orders","type":"reset"}'
+def orders_reset(portfolio_id: int | None = None) -> bytes:
+    if portfolio_id is None:
+        return b'{"channel":"orders","type":"reset"}'
+    return orjson.dumps({"channel": "orders", "type": "reset", "portfolio_id": portfolio_id})
 
 
 def order_event(kind: str, offset: str, data: Any) -> bytes:

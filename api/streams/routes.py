@@ -12,6 +12,8 @@ from fastapi.responses import StreamingResponse
 from starlette.requests import HTTPConnection
 
 from api.deps import resources_of
+from api.ids import MAX_ROW_ID
+from api.portfolios.deps import PORTFOLIO_HEADER
 from api.resources import Resources
 from api.streams import sse, ws
 from api.streams.fanout import Hub
@@ -48,6 +50,11 @@ async def stream_sse(
                                                    "offset (Last-Event-ID wins)")] = None,
     authorization: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[str | None, Header()] = None,
+    portfolio_id: Annotated[int | None, Header(
+        alias=PORTFOLIO_HEADER, ge=1, le=MAX_ROW_ID,
+        description="the portfolio whose orders events are sent (an id from GET "
+                    "/api/v1/portfolios); none: the default portfolio")] = None,
 ) -> StreamingResponse:
-    return sse.open_stream(resources_of(request), _hub(request), request.receive, authorization,
-                           quotes, orders, market, last_event_id or since)
+    return await sse.open_stream(resources_of(request), _hub(request), request.receive,
+                                 authorization, quotes, orders, market, last_event_id or since,
+                                 portfolio_id)

@@ -3,10 +3,14 @@
 
 The same session as the WebSocket (api.streams.session), one way: what to watch is in the
 query (`quotes=A005930,A000660`, `orders=1`, `market=1`), the token in the Authorization
-header. Each message is an event named by its `type`, its `data` the WebSocket message; an
-orders event carries `id:` = its offset, so a browser's EventSource resumes with
-`Last-Event-ID` by itself. At the token's expiry an `auth_expired` event ends the stream (the
-client reconnects with a new token and the last id). A slow reader's stream is ended.
+header, and the portfolio whose orders are followed in the `X-Portfolio-Id` header, as every
+account-scoped REST endpoint takes it (the default portfolio without it). One portfolio per
+stream: `Last-Event-ID` is one offset, and offsets are per portfolio; a client following
+several opens a stream for each. Each message is an event named by its `type`, its `data` the
+WebSocket message; an orders event carries `id:` = its offset, so a browser's EventSource
+resumes with `Last-Event-ID` by itself. At the token's expiry an `auth_expired` event ends the
+stream (the client reconnects with a new token and the last id). A slow reader's stream is
+ended.
 
 Starlette's StreamingResponse writes one chunk at a time and waits for the socket to drain, so
 a reader that does not read blocks `send`, which the session's send timeout turns into
@@ -29,7 +33,14 @@ from api.resources import Resources
 from api.streams import metrics, protocol
 from api.streams.fanout import Hub
 from api.streams.protocol import Channel, ProtocolError, Subscribe
-from api.streams.session import Send, SlowClient, StreamSession, verify_token
+from api.streams.session import (
+    OrdersSource,
+    Send,
+    SlowClient,
+    StreamSession,
+    orders_source,
+    verify_token,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +57,14 @@ def sse_event(message: bytes, event_id: str | None) -> bytes:
 
 
 async def events(resources: Resources, hub: Hub, principal: Principal, expires_at: float,
-                 subscriptions: list[Subscribe], receive: Receive) -> AsyncIterator[bytes]:
+                 subscriptions: list[Subscribe], source: OrdersSource | None,
+                 receive: Receive) -> AsyncIterator[bytes]:
     """The event stream, until the client leaves, its token expires, or it is too slow.
 
     The client leaving is watched here (`receive` gives `http.disconnect`): under ASGI 2.4
     Starlette no longer does, and Uvicorn drops sends to a closed connection without an error,
-    so a stream with nothing to send would otherwise outlive its client."""
+    so a stream with nothing to send would otherwise outlive its client. `source`: the
+    portfolio of the orders subscription, resolved before the stream began."""
     # One chunk in hand at most: a reader that stops reading blocks the sender at once.
     chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
 
@@ -63,7 +76,7 @@ async def events(resources: Resources, hub: Hub, principal: Principal, expires_a
         yield f"retry: {RETRY_MS}\n\n".encode()
         for op in subscriptions:
             try:
-                await session.subscribe(op)
+                await session.subscribe(op, source)
             except ProtocolError as exc:
                 session.push(protocol.error(exc.code, exc.message, **exc.extra))
         driver = asyncio.create_task(_drive(session, send, chunks, expires_at))
@@ -125,7 +138,7 @@ async def _drive(session: StreamSession, send: Send, chunks: asyncio.Queue[bytes
 
 
 def subscriptions_of(quotes: str | None, orders: bool, market: bool, since: str | None,
-                     max_codes: int) -> list[Subscribe]:
+                     max_codes: int, portfolio_id: int | None = None) -> list[Subscribe]:
     """What an SSE request watches, from its query; ProtocolError for invalid codes."""
     ops: list[Subscribe] = []
     if quotes:
@@ -136,26 +149,31 @@ def subscriptions_of(quotes: str | None, orders: bool, market: bool, since: str 
         if codes:
             ops.append(Subscribe(Channel.QUOTES, codes))
     if orders:
-        ops.append(Subscribe(Channel.ORDERS, since=since))
+        ops.append(Subscribe(Channel.ORDERS, since=since, portfolio_id=portfolio_id))
     if market:
         ops.append(Subscribe(Channel.MARKET))
     return ops
 
 
-def open_stream(resources: Resources, hub: Hub, receive: Receive, authorization: str | None,
-                quotes: str | None, orders: bool, market: bool,
-                since: str | None) -> StreamingResponse:
-    """The SSE response, after the token and the codes were checked (401, 422 problems before
-    any byte of the stream)."""
+async def open_stream(resources: Resources, hub: Hub, receive: Receive,
+                      authorization: str | None, quotes: str | None, orders: bool, market: bool,
+                      since: str | None, portfolio_id: int | None) -> StreamingResponse:
+    """The SSE response, after the token, the codes and the portfolio were checked (401, 422,
+    404 `portfolio_not_found` problems before any byte of the stream: an EventSource stops at
+    an error status instead of reconnecting for ever to a stream that can carry nothing)."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a bearer token is required", code="not_authenticated")
     principal, expires_at = verify_token(resources, token.strip())
     try:
-        ops = subscriptions_of(quotes, orders, market, since, resources.settings.stream_max_codes)
+        ops = subscriptions_of(quotes, orders, market, since, resources.settings.stream_max_codes,
+                               portfolio_id)
     except ProtocolError as exc:
         raise Unprocessable(exc.message, code=exc.code) from None
+    # The header counts only with orders=1: nothing else of the stream is a portfolio's.
+    source = await orders_source(resources, principal, portfolio_id) if orders else None
     return StreamingResponse(
-        events(resources, hub, principal, expires_at, ops, receive), media_type="text/event-stream",
+        events(resources, hub, principal, expires_at, ops, source, receive),
+        media_type="text/event-stream",
         # No proxy may buffer or cache a live stream (X-Accel-Buffering: nginx).
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
