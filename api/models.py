@@ -461,8 +461,10 @@ WEBHOOK_ID_MAX_LENGTH = 128
 
 class Payment(Base):
     """A real-money payment through PortOne for one catalog product, with the product's terms
-    copied at preparation. `payment_id` is ours (PortOne's paymentId). Changed only under a row
-    lock by `api.payments.sync`."""
+    copied at preparation. `payment_id` is ours (PortOne's paymentId). `user_id` is the payer
+    (whose payments list it, whose premium it buys); `account_id` the account its virtual cash
+    credits and refunds take back from: the portfolio chosen at prepare (migration 0016).
+    Changed only under a row lock by `api.payments.sync`."""
 
     __tablename__ = "payments"
     __table_args__ = (
@@ -479,6 +481,7 @@ class Payment(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     payment_id: Mapped[str] = mapped_column(String(PAYMENT_ID_MAX_LENGTH), unique=True)
     user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"))
+    account_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"))
     product_id: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(16))
     order_name: Mapped[str] = mapped_column(String(128))

@@ -24,6 +24,7 @@ from api.payments.schemas import (
     ProductsOut,
     WebhookAck,
 )
+from api.portfolios.deps import AccountId
 
 router = APIRouter(tags=["payments"])
 
@@ -40,11 +41,12 @@ async def products(_: CurrentUser, settings: SettingsDep) -> ProductsOut:
     404: "`account_not_found`",
     422: "`validation_error`, `unknown_product`",
 }))
-async def prepare(body: PrepareRequest, principal: CurrentUser,
+async def prepare(body: PrepareRequest, principal: CurrentUser, account_id: AccountId,
                   resources: ResourcesDep) -> PreparedEnvelope:
     """Start a payment for a product: a PREPARED record with a server-made `payment_id`, and
-    the values to pass to the browser SDK's `PortOne.requestPayment`."""
-    return await service.prepare_payment(resources, principal.user_id, body)
+    the values to pass to the browser SDK's `PortOne.requestPayment`. A cash pack will credit
+    the portfolio chosen with `X-Portfolio-Id` (the default one without it)."""
+    return await service.prepare_payment(resources, principal.user_id, account_id, body)
 
 
 @router.post("/payments/portone/complete", responses=problems({

@@ -43,13 +43,15 @@ CURSOR_KIND = "pay"
 # --- requests ------------------------------------------------------------------------------------
 
 
-async def prepare_payment(resources: Resources, user_id: int,
+async def prepare_payment(resources: Resources, user_id: int, account_id: int,
                           request: PrepareRequest) -> PreparedEnvelope:
-    """A PREPARED payment for the product the request names, and what the browser SDK's
-    `PortOne.requestPayment` needs to pay it."""
+    """A PREPARED payment of the user for the product the request names, to credit
+    `account_id` (the portfolio chosen with X-Portfolio-Id, the default one without), and what
+    the browser SDK's `PortOne.requestPayment` needs to pay it."""
     settings = resources.settings
     payment = await resources.db.run(prepare, user_id, _product(settings.payment_products,
-                                                                request))
+                                                                request),
+                                     account_id=account_id)
     return PreparedEnvelope(data=PreparedOut(
         store_id=settings.portone_store_id, channel_key=settings.portone_channel_key,
         payment_id=payment.payment_id, order_name=payment.order_name, amount=payment.amount,
@@ -129,14 +131,19 @@ def new_payment_id() -> str:
     return f"pay_{uuid.uuid4().hex}"
 
 
-def prepare(session: Session, user_id: int, product: Product) -> Payment:
-    """A PREPARED payment for the product, owned by the user, with the product's terms."""
+def prepare(session: Session, user_id: int, product: Product, *,
+            account_id: int | None = None) -> Payment:
+    """A PREPARED payment for the product, owned by the user, with the product's terms, that
+    will credit `account_id`: one of the user's portfolios' accounts (the caller checked it is
+    his), his default portfolio's (his own) when None."""
+    if account_id is None:
+        account_id = user_id
     # The payment will credit this account: it must exist, and a token whose user is gone gets
     # its 401 here rather than a foreign-key error at the insert.
-    get_account(session, user_id)
-    payment = Payment(payment_id=new_payment_id(), user_id=user_id, product_id=product.id,
-                      kind=product.kind.value, order_name=product.name, amount=product.price,
-                      currency=product.currency, credit=product.credit,
+    get_account(session, account_id)
+    payment = Payment(payment_id=new_payment_id(), user_id=user_id, account_id=account_id,
+                      product_id=product.id, kind=product.kind.value, order_name=product.name,
+                      amount=product.price, currency=product.currency, credit=product.credit,
                       premium_days=product.premium_days, status=PaymentStatus.PREPARED.value,
                       cancelled_amount=0, clawed_back=0, premium_revoked_s=0)
     session.add(payment)

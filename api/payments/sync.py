@@ -3,7 +3,11 @@ takes back what it bought. `complete` and the webhook both end here.
 
 `apply_remote` is a SQL unit of work (run with `Database.run_retrying`). It locks the payment
 row first (`SELECT ... FOR UPDATE`), then the account or user it credits; nothing locks those
-in the other order. Under the payment lock any number of concurrent or repeated syncs are
+in the other order. A cash payment credits `payment.account_id`, the portfolio chosen at
+prepare, and a refund takes back from that same account; premium is always the payer's
+(`user_id`). If the chosen portfolio was deleted before the payment was granted, the cash goes
+to the payer's default portfolio instead, and `account_id` says so from then on (see
+`credited_account`). Under the payment lock any number of concurrent or repeated syncs are
 serialised, and each one acts only on what has changed since the last: the product is granted
 when `paid_at` is still null, and a refund is taken back only for the part of
 `cancelled_amount` not seen before. The ledger's UNIQUE (type, reference) is the second guard:
@@ -31,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import NotFound
 from api.ledger.service import claw_back, collect_clawback, post, take_user_lock
-from api.models import LedgerType, Payment, PaymentStatus, User, utc_now
+from api.models import Account, LedgerType, Payment, PaymentStatus, Portfolio, User, utc_now
 from api.payments.catalog import ProductKind
 from api.payments.portone import RemotePayment
 
@@ -106,15 +110,40 @@ def grant(session: Session, payment: Payment, now: datetime) -> None:
     """Give the buyer what the payment bought, once (`paid_at` records that it was)."""
     payment.paid_at = now
     if payment.kind == ProductKind.CASH:
-        account = take_user_lock(session, payment.user_id)
+        account = credited_account(session, payment)
         post(session, account, LedgerType.PAYMENT, payment.credit, payment.payment_id)
         collect_clawback(session, account)
     else:
         user = lock_user(session, payment.user_id)
         start = max(now, user.premium_until or now)
         user.premium_until = start + timedelta(days=payment.premium_days)
-    logger.info("payment %s granted to user %d: %s", payment.payment_id, payment.user_id,
-                payment.product_id)
+    logger.info("payment %s granted to user %d (account %d): %s", payment.payment_id,
+                payment.user_id, payment.account_id, payment.product_id)
+
+
+def credited_account(session: Session, payment: Payment) -> Account:
+    """The locked account a cash payment is credited to: the portfolio chosen at prepare while
+    it is live; the payer's default portfolio (his own account) if it was deleted since, so that
+    cash paid for with real money lands where he sees it rather than in a portfolio that
+    answers 404 everywhere. `account_id` is moved with it, and a later refund takes back from
+    there.
+
+    Deletion is checked under the chosen account's lock, the lock deleting a portfolio takes:
+    either the credit commits first (and the portfolio is then deleted holding it, as any
+    portfolio with cash may be), or the deletion does and is seen here (READ COMMITTED on
+    MariaDB, one writer at a time on SQLite)."""
+    account = take_user_lock(session, payment.account_id)
+    if payment.account_id == payment.user_id:
+        return account  # the default portfolio, which is never deleted
+    deleted_at = session.scalar(select(Portfolio.deleted_at)
+                                .where(Portfolio.account_id == payment.account_id))
+    if deleted_at is None:
+        return account
+    logger.warning("payment %s: portfolio account %d was deleted at %s; crediting user %d's "
+                   "default portfolio instead", payment.payment_id, payment.account_id,
+                   deleted_at.isoformat(), payment.user_id)
+    payment.account_id = payment.user_id
+    return take_user_lock(session, payment.user_id)
 
 
 def take_back(session: Session, payment: Payment, cancelled: int, now: datetime) -> None:
@@ -128,12 +157,15 @@ def take_back(session: Session, payment: Payment, cancelled: int, now: datetime)
     if payment.kind == ProductKind.CASH:
         target = payment.credit * cancelled // payment.amount
         delta, payment.clawed_back = target - payment.clawed_back, target
-        account = take_user_lock(session, payment.user_id)
+        # From the account it credited, even a portfolio deleted since: its cash stayed there
+        # (deleting moves no cash), and what is owed there is owed by nobody who can spend it.
+        account = take_user_lock(session, payment.account_id)
         owed = claw_back(session, account, delta,
                          reference=f"{payment.payment_id}@{cancelled}")
         logger.warning("payment %s refunded %d of %d %s: %d virtual KRW taken back from user "
-                       "%d (%d of it owed)", payment.payment_id, cancelled, payment.amount,
-                       payment.currency, delta, payment.user_id, owed)
+                       "%d's account %d (%d of it owed)", payment.payment_id, cancelled,
+                       payment.amount, payment.currency, delta, payment.user_id,
+                       payment.account_id, owed)
     else:
         target_s = payment.premium_days * DAY_S * cancelled // payment.amount
         delta_s, payment.premium_revoked_s = target_s - payment.premium_revoked_s, target_s

@@ -132,17 +132,19 @@ def check_trading(session: Session, user_id: int | None = None) -> None:
 
 
 def check_payments(session: Session, user_id: int | None = None) -> None:
-    """Every PAYMENT row credits a granted cash payment of its user, once and in full; what
-    refunds took back (REFUND rows, plus what is still owed) is what the payments record as
-    clawed back; only granted payments are PAID or refunded."""
-    payments = list(session.scalars(_mine(select(Payment), Payment, user_id)))
+    """Every PAYMENT row credits a granted cash payment of its account (`payment.account_id`,
+    the portfolio chosen at prepare), once and in full; what refunds took back from an account
+    (REFUND rows, plus what is still owed) is what its payments record as clawed back; only
+    granted payments are PAID or refunded. For every account, or one."""
+    payments = list(session.scalars(select(Payment) if user_id is None
+                                    else select(Payment).where(Payment.account_id == user_id)))
     by_id = {payment.payment_id: payment for payment in payments}
     credits = list(session.scalars(_mine(select(LedgerEntry), LedgerEntry, user_id)
                                    .where(LedgerEntry.type == LedgerType.PAYMENT.value)))
     assert len({row.reference for row in credits}) == len(credits)
     for row in credits:
         payment = by_id[str(row.reference)]
-        assert payment.user_id == row.user_id and payment.granted, payment.payment_id
+        assert payment.account_id == row.user_id and payment.granted, payment.payment_id
         assert row.amount == payment.credit, payment.payment_id
     credited = {str(row.reference) for row in credits}
     for payment in payments:
@@ -160,7 +162,7 @@ def check_payments(session: Session, user_id: int | None = None) -> None:
         refunded = -sum(session.scalars(select(LedgerEntry.amount).where(
             LedgerEntry.user_id == account.user_id,
             LedgerEntry.type == LedgerType.REFUND.value)))
-        clawed = sum(p.clawed_back for p in payments if p.user_id == account.user_id)
+        clawed = sum(p.clawed_back for p in payments if p.account_id == account.user_id)
         assert refunded + account.clawback_due == clawed, account.user_id
 
 
