@@ -618,6 +618,30 @@ class AccountSnapshot(Base):
     late: Mapped[bool] = mapped_column(Boolean)
 
 
+class IntradaySnapshot(Base):
+    """An account at one sample time of a session (api.performance.intraday): the fills
+    worker's intraday job values every live account every INTRADAY_SAMPLE_INTERVAL_S, as the
+    daily snapshot does, for today's series of the history (period=1D). `ledger_upto` is the
+    account's last ledger row when it was valued (under its lock), so the flows between any
+    two points are exact. Never updated; the primary key (user_id, at) is one row per account
+    per sample time (a rerun writes nothing twice) and the series' range scan. Purged after
+    INTRADAY_RETENTION_DAYS."""
+
+    __tablename__ = "intraday_snapshots"
+    __table_args__ = (Index("ix_intraday_snapshots_at", "at"),)  # the purge's question
+
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"),
+                                         primary_key=True, autoincrement=False)
+    # The sample time: the slot (a multiple of the interval) it was taken for, not the moment.
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    cash: Mapped[int] = mapped_column(BigInteger)
+    market_value: Mapped[int] = mapped_column(BigInteger)  # open positions at the quotes
+    equity: Mapped[int] = mapped_column(BigInteger)  # cash + market_value
+    ledger_upto: Mapped[int] = mapped_column(BigInteger)  # the last ledger row; 0: none
+    # Open positions valued at their book cost for want of a quote.
+    unpriced_positions: Mapped[int] = mapped_column(Integer)
+
+
 class Portfolio(Base):
     """One of a user's portfolios (api.portfolios). Its money, orders and history are those of
     its account, a users row: the owner himself for the default portfolio, a `portfolio`-role

@@ -143,6 +143,11 @@ class ApiSettings(SharedSettings, DatabaseSettings):
     # The daily snapshots (api.performance.snapshots, issue 15): accounts valued and written
     # per transaction (their account rows are locked for its length: keep it small).
     snapshot_batch_size: int = Field(200, gt=0, le=5000)
+    # The intraday samples (api.performance.intraday): every account valued every this many
+    # seconds while a session is on (a divisor of 300, so that every 5-minute point of the
+    # series is a sample), and kept this many days.
+    intraday_sample_interval_s: int = Field(300, ge=10, le=300)
+    intraday_retention_days: int = Field(7, ge=1, le=366)
 
     # Payments (PortOne V2, docs/PAYMENTS.md). The products a payment can buy, and PortOne's
     # coordinates: the store and channel the browser SDK pays into, the V2 API secret our
@@ -223,6 +228,13 @@ class ApiSettings(SharedSettings, DatabaseSettings):
     def _unique_products(cls, products: tuple[Product, ...]) -> tuple[Product, ...]:
         check_catalog(products)
         return products
+
+    @field_validator("intraday_sample_interval_s")
+    @classmethod
+    def _divides_five_minutes(cls, seconds: int) -> int:
+        if 300 % seconds:
+            raise ValueError("must divide 300 (5 minutes): 10, 15, 20, 30, 60, 100, 150, 300...")
+        return seconds
 
     @field_validator("sell_tax_schedule_file")
     @classmethod

@@ -45,7 +45,9 @@ def main() -> None:
                          # The calendar the API trades by (api.resources), so that both agree
                          # on when a day closes and reservations are activated.
                          calendar=market_calendar(settings),
-                         snapshot_batch_size=settings.snapshot_batch_size)
+                         snapshot_batch_size=settings.snapshot_batch_size,
+                         intraday_sample_interval_s=settings.intraday_sample_interval_s,
+                         intraday_retention_days=settings.intraday_retention_days)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger(__name__).info("signal %d: stopping after this batch", signum)

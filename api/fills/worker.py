@@ -49,6 +49,7 @@ from api.orders import store as order_store
 from api.orders.checks import day_band
 from api.orders.execution import Tick
 from api.orders.prints import purge_prints
+from api.performance.intraday import IntradayJob
 from api.performance.snapshots import SnapshotJob
 from api.streams import events
 from relayer.bus import (
@@ -106,7 +107,9 @@ class FillsWorker:
                  group: str, batch_size: int, block_ms: int, idempotency_ttl_s: int,
                  user_events_retention_s: int = 24 * 3600,
                  calendar: MarketCalendar | None = None,
-                 clock: Callable[[], datetime] = utc_now, snapshot_batch_size: int = 200) -> None:
+                 clock: Callable[[], datetime] = utc_now, snapshot_batch_size: int = 200,
+                 intraday_sample_interval_s: int = 300, intraday_retention_days: int = 7,
+                 ) -> None:
         self.db = db
         self.redis = redis
         self.names = names
@@ -125,6 +128,10 @@ class FillsWorker:
         self.clock = clock
         # Every account at each trading day's close (api.performance.snapshots).
         self.snapshots = SnapshotJob(db, redis, names, batch_size=snapshot_batch_size)
+        # Every live account every few minutes of a session (api.performance.intraday).
+        self.intraday = IntradayJob(db, redis, names, interval_s=intraday_sample_interval_s,
+                                    retention_days=intraday_retention_days,
+                                    batch_size=snapshot_batch_size)
         self.fills_total = 0
         self.expired_total = 0
         self.outside_band_total = 0
@@ -325,6 +332,7 @@ class FillsWorker:
             self.activate_due(self.clock())
             self.recheck_gtc_bands(self.clock())
             self.snapshots.take_due(self.calendar, self.clock())
+            self.intraday.take_due(self.calendar, self.clock())
         if now >= self._next_purge:
             self._next_purge = now + PURGE_INTERVAL_S
             purged = self.db.call(purge, datetime.now(UTC) - self.idempotency_ttl)

@@ -14,34 +14,65 @@ Definitions (docs/api/PERFORMANCE.md, with examples). For a point t:
   first point; max drawdown: the largest `1 - I_t / max(1, I_s for s <= t)`.
 Percentages are Decimals rounded half-even to 4 decimals (a string in JSON), computed from the
 unrounded ratios.
+
+Today's intraday series (period=1D, timeframe 5Min, 15Min or 1H): the samples of the fills
+worker's intraday job (api.performance.intraday) in the latest session, each measured against
+the previous close (the snapshot before that day): `pnl = E - B - F` with F the flows since it,
+`pnl_pct = pnl / (B + F)`, and the time-weighted return chained over every sample, each step's
+flows counted from the start of the step (as a day's are); then the live point now.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
+from itertools import accumulate
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.ledger.service import get_account
-from api.models import AccountSnapshot, LedgerType
-from api.performance.schemas import HistoryOut, PointOut
-from api.performance.snapshots import ledger_since, net_flows
-from api.portfolio.service import valuation
+from api.models import AccountSnapshot, IntradaySnapshot, LedgerEntry, LedgerType
+from api.performance.schemas import HistoryOut, IntradayHistoryOut, IntradayPointOut, PointOut
+from api.performance.snapshots import FLOW_TYPES, ledger_since, net_flows
+from api.performance.valuing import unpriced
+from api.portfolio.service import Valuation, valuation
 from api.resources import Resources
 from api.stats.periods import PERIOD_DAYS, Period  # the same spans as GET /api/v1/stats
+from relayer.market_calendar import MarketCalendar, TradingDay
 
 PERCENT = Decimal("0.0001")
 
 
 class Timeframe(StrEnum):
-    """One point per trading day (an intraday series is not kept: docs/api/PERFORMANCE.md)."""
+    """The points' spacing: one per trading day, or today's intraday samples every 5, 15 or
+    60 minutes (period=1D only)."""
 
     DAY = "1D"
+    FIVE_MINUTES = "5Min"
+    FIFTEEN_MINUTES = "15Min"
+    HOUR = "1H"
+
+
+# The intraday timeframes: a point at each sample time that is a multiple of this.
+INTRADAY_STEP_S = {Timeframe.FIVE_MINUTES: 300, Timeframe.FIFTEEN_MINUTES: 900,
+                   Timeframe.HOUR: 3600}
+
+
+class HistoryPeriod(StrEnum):
+    """The history's periods: today's intraday series (`1D`), or GET /api/v1/stats' spans."""
+
+    DAY = "1D"
+    WEEK = "1W"
+    MONTH = "1M"
+    QUARTER = "3M"
+    YEAR = "1Y"
+    ALL = "all"
 
 
 def period_start(period: Period, today: date) -> date | None:
@@ -85,7 +116,14 @@ def percent(ratio: Decimal) -> Decimal:
     return (ratio * 100).quantize(PERCENT, rounding=ROUND_HALF_EVEN)
 
 
-def growth_index(points: Sequence[DailyPoint]) -> list[Decimal]:
+class Step(Protocol):
+    """A point of a time-weighted chain: its return over the step before it."""
+
+    @property
+    def return_ratio(self) -> Decimal: ...
+
+
+def growth_index(points: Sequence[Step]) -> list[Decimal]:
     """I_t = prod(1 + r_s) for s <= t, unrounded, one per point."""
     index, level = [], Decimal(1)
     for point in points:
@@ -94,7 +132,7 @@ def growth_index(points: Sequence[DailyPoint]) -> list[Decimal]:
     return index
 
 
-def total_return_pct(points: Sequence[DailyPoint]) -> Decimal | None:
+def total_return_pct(points: Sequence[Step]) -> Decimal | None:
     """The time-weighted return of the points (oldest first), in percent: prod(1 + r_t) - 1.
     None without points."""
     if not points:
@@ -102,7 +140,7 @@ def total_return_pct(points: Sequence[DailyPoint]) -> Decimal | None:
     return percent(growth_index(points)[-1] - 1)
 
 
-def max_drawdown_pct(points: Sequence[DailyPoint]) -> Decimal | None:
+def max_drawdown_pct(points: Sequence[Step]) -> Decimal | None:
     """The largest peak-to-trough fall of the growth index over the points (oldest first), in
     percent of the peak, as a positive number (0: it never fell). The index starts at 1 before
     the first point, so a first day's loss counts. None without points."""
@@ -204,3 +242,132 @@ async def history(resources: Resources, user_id: int, period: Period,
         return_pct=total_return_pct(points), max_drawdown_pct=max_drawdown_pct(points),
         points=[PointOut.of(point, percent(point.return_ratio), percent(level - 1))
                 for point, level in zip(points, index, strict=True)])
+
+
+# --- today's intraday series ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IntradayPoint:
+    """A sample of the session (or the live point), measured against the previous close."""
+
+    at: datetime
+    equity: int
+    cash: int
+    market_value: int
+    base_equity: int  # B: the equity at the previous close's snapshot; 0 before the first
+    net_flows: int  # F: the flows since that snapshot, up to this point
+    step_capital: int  # the previous point's equity plus the flows since it
+    unpriced_positions: int
+    live: bool = False
+
+    @property
+    def pnl(self) -> int:
+        """The P&L since the previous close: E - B - F."""
+        return self.equity - self.base_equity - self.net_flows
+
+    @property
+    def pnl_ratio(self) -> Decimal:
+        """The P&L over the capital at work since the previous close (B + F); 0 without."""
+        capital = self.base_equity + self.net_flows
+        return Decimal(0) if capital <= 0 else Decimal(self.pnl) / Decimal(capital)
+
+    @property
+    def return_ratio(self) -> Decimal:
+        """This step's return: the equity over the previous point's plus the flows since it,
+        minus 1 (flows count from the step's start, as a day's do); 0 without capital."""
+        if self.step_capital <= 0:
+            return Decimal(0)
+        return Decimal(self.equity) / Decimal(self.step_capital) - 1
+
+
+def session_day(calendar: MarketCalendar, now: datetime) -> TradingDay:
+    """The trading day whose session is on at `now`, else the latest one that has begun (in
+    the evening, that day; on a weekend, Friday): the day the 1D series shows."""
+    day = calendar.day_of(now)
+    if now >= day.auction_start:
+        return day
+    return calendar.day_of(calendar.previous_close(now) - timedelta(microseconds=1))
+
+
+@dataclass(frozen=True)
+class IntradayRows:
+    base: AccountSnapshot | None  # the latest snapshot before the day: the previous close
+    samples: list[IntradaySnapshot]  # the day's, oldest first
+    flows: list[tuple[int, int]]  # (ledger id, amount) of every flow since `base`, by id
+
+
+def intraday_rows(session: Session, user_id: int, day: TradingDay) -> IntradayRows:
+    """The day's samples and what they are measured against, in one transaction. A sample
+    taken before the previous close's snapshot was written (the worker catching up a close
+    late) counts ledger rows that snapshot counts too: it is left out."""
+    get_account(session, user_id)  # 404 account_not_found, as the portfolio answers
+    base = session.scalar(select(AccountSnapshot).where(
+        AccountSnapshot.user_id == user_id, AccountSnapshot.day < day.date)
+        .order_by(AccountSnapshot.day.desc()).limit(1))
+    upto = 0 if base is None else base.ledger_upto
+    samples = list(session.scalars(select(IntradaySnapshot).where(
+        IntradaySnapshot.user_id == user_id, IntradaySnapshot.at >= day.auction_start,
+        IntradaySnapshot.at < day.close, IntradaySnapshot.ledger_upto >= upto)
+        .order_by(IntradaySnapshot.at)))
+    flows = [(row.id, row.amount) for row in session.execute(
+        select(LedgerEntry.id, LedgerEntry.amount).where(
+            LedgerEntry.user_id == user_id, LedgerEntry.id > upto,
+            LedgerEntry.type.in_(FLOW_TYPES)).order_by(LedgerEntry.id))]
+    return IntradayRows(base, samples, flows)
+
+
+def chained(rows: IntradayRows, now_value: Valuation, now: datetime) -> list[IntradayPoint]:
+    """The samples as points, each with the flows up to it, then the live point: the account
+    valued now."""
+    base = 0 if rows.base is None else rows.base.equity
+    ids = [flow_id for flow_id, _ in rows.flows]
+    totals = [0, *accumulate(amount for _, amount in rows.flows)]
+    points: list[IntradayPoint] = []
+    equity, flows = base, 0
+    for sample in rows.samples:
+        upto_now = totals[bisect_right(ids, sample.ledger_upto)]
+        points.append(IntradayPoint(
+            at=sample.at, equity=sample.equity, cash=sample.cash,
+            market_value=sample.market_value, base_equity=base, net_flows=upto_now,
+            step_capital=equity + upto_now - flows,
+            unpriced_positions=sample.unpriced_positions))
+        equity, flows = sample.equity, upto_now
+    points.append(IntradayPoint(
+        at=now, equity=now_value.equity, cash=now_value.account.cash,
+        market_value=now_value.market_value, base_equity=base, net_flows=totals[-1],
+        step_capital=equity + totals[-1] - flows, unpriced_positions=unpriced(now_value),
+        live=True))
+    return points
+
+
+async def intraday_history(resources: Resources, user_id: int,
+                           timeframe: Timeframe) -> IntradayHistoryOut:
+    """The samples of the latest session at the timeframe's times, then the live point: the
+    equity now, valued as GET /api/v1/portfolio values it. Every figure is computed over all
+    the samples; the timeframe only chooses the points listed."""
+    now = resources.clock()
+    day = session_day(resources.calendar, now)
+    rows = await resources.db.read(intraday_rows, user_id, day)
+    value = await valuation(resources, user_id)
+    points = chained(rows, value, now.astimezone(UTC))
+    index = growth_index(points)
+    step = INTRADAY_STEP_S[timeframe]
+    live = points[-1]
+    return IntradayHistoryOut(
+        period=HistoryPeriod.DAY.value, timeframe=timeframe.value, day=day.date,
+        base_day=None if rows.base is None else rows.base.day, base_equity=live.base_equity,
+        pnl=live.pnl, net_flows=live.net_flows, pnl_pct=percent(live.pnl_ratio),
+        return_pct=percent(index[-1] - 1), max_drawdown_pct=max_drawdown_pct(points),
+        points=[IntradayPointOut.of(point, percent(point.pnl_ratio), percent(level - 1))
+                for point, level in zip(points, index, strict=True)
+                if point.live or int(point.at.timestamp()) % step == 0])
+
+
+async def portfolio_history(resources: Resources, user_id: int, period: HistoryPeriod,
+                            timeframe: Timeframe) -> HistoryOut | IntradayHistoryOut:
+    """GET /api/v1/portfolio/history: the daily points of a period, or today's intraday series
+    (period=1D with an intraday timeframe; the route refuses other pairs)."""
+    if period is HistoryPeriod.DAY:
+        return await intraday_history(resources, user_id, timeframe)
+    return await history(resources, user_id, Period(period.value), timeframe)

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import Any
+from functools import partial
 
 from redis import Redis
 from sqlalchemy import exists, func, select
@@ -36,30 +36,25 @@ from sqlalchemy.orm import Session
 
 from api.db import Database, RunAgain
 from api.fills.store import CLOSING_PRINT_GRACE
-from api.models import Account, AccountSnapshot, LedgerEntry, LedgerType, Position
-from api.portfolio.service import PositionValue, Valuation
-from api.quotes.service import note_malformed_quote
-from relayer.bus import BusNames, MalformedQuote, decode_quote
+from api.models import Account, AccountSnapshot, LedgerEntry, LedgerType
+from api.performance.valuing import Prices, locked_valuations, unpriced, write_at_quotes
+from relayer.bus import BusNames
 from relayer.market_calendar import MarketCalendar, TradingDay
 
 logger = logging.getLogger(__name__)
 
-# The ledger rows that move money into or out of the account from outside: not gains.
+# The ledger rows that move money into or out of the account from outside: not gains. A
+# portfolio reset's RESET row is one (api.portfolios.reset): starting over is not a return.
 FLOW_TYPES = (LedgerType.DEPOSIT.value, LedgerType.WITHDRAW.value, LedgerType.PAYMENT.value,
-              LedgerType.REFUND.value)
+              LedgerType.REFUND.value, LedgerType.RESET.value)
 # A snapshot taken after the next trading day began, and at least this long after its close,
 # is `late`: the holdings and quotes may be the next day's. (The margin matters where a day
 # begins at the previous close: `always_open`.)
 LATE_MARGIN = timedelta(minutes=15)
-# Attempts at a batch whose holdings changed between the quote read and the valuation (a new
-# position needs its quote); after them, a position without a fetched quote is valued at cost.
-QUOTE_ATTEMPTS = 3
 # How long one pass of the job may run before it returns to the worker's loop (the tick stream
 # waits meanwhile: `always_open` trades at every hour); the next pass, a second later, goes on.
 # At least one batch is done per pass.
 PASS_BUDGET_S = 1.0
-
-Prices = dict[str, int | None]
 
 
 def latest_due_day(calendar: MarketCalendar, now: datetime) -> TradingDay:
@@ -92,11 +87,6 @@ def accounts_without_snapshot(session: Session, day: date, close: datetime, afte
         .order_by(Account.user_id).limit(limit)))
 
 
-def held_codes(session: Session, user_ids: Sequence[int]) -> set[str]:
-    return set(session.scalars(select(Position.code).distinct()
-                               .where(Position.user_id.in_(user_ids), Position.quantity > 0)))
-
-
 def _previous(session: Session, user_ids: Sequence[int],
               day: date) -> dict[int, AccountSnapshot]:
     """Each user's latest snapshot before `day`."""
@@ -127,52 +117,34 @@ def net_flows(sums: dict[str, int]) -> int:
     return sum(sums.get(type_, 0) for type_ in FLOW_TYPES)
 
 
-def valued(account: Account, positions: list[Position], prices: Prices) -> Valuation:
-    """The account as GET /api/v1/portfolio values it (api.portfolio.service), at `prices`."""
-    open_positions = [p for p in positions if p.quantity > 0]
-    return Valuation(account,
-                     [PositionValue(p, prices.get(p.code), None, prices.get(p.code) is None)
-                      for p in open_positions],
-                     sum(p.realized_pnl for p in positions))
-
-
-def write_snapshots(session: Session, user_ids: Sequence[int], day: date, prices: Prices,
-                    now: datetime, late: bool, *, final: bool) -> set[str] | int:
-    """Snapshot these accounts for `day`, under their account locks (ascending user ids, as
-    every unit of work that locks several: api.ledger.service). Skips those that have the day
-    already. Returns the number of rows written, or, unless `final`, the held codes missing
-    from `prices` (nothing written: the caller reads their quotes and comes again)."""
-    accounts = list(session.scalars(
-        select(Account).where(Account.user_id.in_(user_ids)).order_by(Account.user_id)
-        .with_for_update().execution_options(populate_existing=True)))
+def write_snapshots(session: Session, prices: Prices, final: bool, *,
+                    user_ids: Sequence[int], day: date, now: datetime, late: bool,
+                    ) -> set[str] | int:
+    """Snapshot these accounts for `day`, under their account locks (api.performance.valuing).
+    Skips those that have the day already. Returns the number of rows written, or, unless
+    `final`, the held codes missing from `prices` (nothing written: the caller reads their
+    quotes and comes again)."""
+    valuations = locked_valuations(session, user_ids, prices, final=final)
+    if isinstance(valuations, set):
+        return valuations
     done = set(session.scalars(select(AccountSnapshot.user_id).where(
         AccountSnapshot.user_id.in_(user_ids), AccountSnapshot.day == day)))
-    positions: dict[int, list[Position]] = {}
-    for position in session.scalars(select(Position).where(Position.user_id.in_(user_ids))
-                                    .execution_options(populate_existing=True)):
-        positions.setdefault(position.user_id, []).append(position)
-    missing = {p.code for held in positions.values() for p in held
-               if p.quantity > 0 and p.code not in prices}
-    if missing and not final:
-        return missing
     previous = _previous(session, user_ids, day)
     written = 0
-    for account in accounts:
+    for value in valuations:
+        account = value.account
         if account.user_id in done:
             continue
         before = previous.get(account.user_id)
         sums, upto = ledger_since(session, account.user_id,
                                   0 if before is None else before.ledger_upto)
-        value = valued(account, positions.get(account.user_id, []), prices)
         session.add(AccountSnapshot(
             user_id=account.user_id, day=day, cash=account.cash,
             market_value=value.market_value, equity=value.equity,
             base_equity=0 if before is None else before.equity, net_flows=net_flows(sums),
             realized_pnl=value.realized_pnl,
             fees=-sums.get(LedgerType.FEE.value, 0), taxes=-sums.get(LedgerType.TAX.value, 0),
-            ledger_upto=upto, unpriced_positions=sum(p.last_price is None
-                                                     for p in value.open_positions),
-            priced_at=now, late=late))
+            ledger_upto=upto, unpriced_positions=unpriced(value), priced_at=now, late=late))
         written += 1
     try:
         session.flush()
@@ -237,30 +209,8 @@ class SnapshotJob:
         while batch := self.db.call_read(accounts_without_snapshot, day.date, day.close, after,
                                          self.batch_size):
             after = batch[-1]
-            prices = self.prices(self.db.call_read(held_codes, batch))
-            for attempt in range(QUOTE_ATTEMPTS):
-                outcome = self.db.call_retrying(write_snapshots, batch, day.date, prices, now,
-                                                late, final=attempt == QUOTE_ATTEMPTS - 1)
-                if isinstance(outcome, int):
-                    written += outcome
-                    break
-                prices |= self.prices(outcome)
+            written += write_at_quotes(self.db, self.redis, self.names, batch, partial(
+                write_snapshots, user_ids=batch, day=day.date, now=now, late=late))
             if deadline is not None and time.monotonic() >= deadline:
                 return written, False
         return written, True
-
-    def prices(self, codes: set[str]) -> Prices:
-        """The last price of each code's quote in Redis; None without a readable one."""
-        ordered = sorted(codes)
-        keys = [self.names.quote(code) for code in ordered]
-        raws: Any = self.redis.mget(keys) if keys else []
-        prices: Prices = {}
-        for code, key, raw in zip(ordered, keys, raws, strict=True):
-            prices[code] = None
-            if raw is None:
-                continue
-            try:
-                prices[code] = decode_quote(raw)["price"]
-            except MalformedQuote as exc:
-                note_malformed_quote(key, raw, exc)
-        return prices

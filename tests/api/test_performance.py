@@ -308,7 +308,7 @@ def test_all_time_pnl_is_the_accounts_realized_plus_unrealized(
 
 
 @pytest.mark.parametrize("params", [{"period": "2W"}, {"period": ""}, {"timeframe": "5Min"},
-                                    {"period": "1D", "timeframe": "1H"}])
+                                    {"period": "1D", "timeframe": "1D"}])
 def test_a_bad_period_or_timeframe_is_422_and_changes_nothing(
         client: TestClient, store: redis.Redis, job: SnapshotJob, alice: dict[str, str],
         params: dict[str, str]) -> None:
