@@ -126,6 +126,8 @@ class LedgerType(StrEnum):
     TAX = "TAX"
     PAYMENT = "PAYMENT"
     REFUND = "REFUND"
+    # A portfolio reset's move back to the initial cash (api.portfolios.reset).
+    RESET = "RESET"
 
 
 class Account(Base):
@@ -199,6 +201,11 @@ class TimeInForce(StrEnum):
     GTC = "GTC"  # rests until filled or cancelled
     IOC = "IOC"  # fills what it can at once; the rest is cancelled
     FOK = "FOK"  # fills completely at once, or not at all
+
+
+# The `reason` of an order a portfolio reset placed to close a position (api.portfolios.reset):
+# not the user's order.
+RESET_CLOSING_REASON = "reset_close"
 
 
 class OrderStatus(StrEnum):
@@ -291,6 +298,8 @@ class FillRule(StrEnum):
     RESTING_LIMIT = "resting_limit"  # a resting limit order reached by a later trade: its limit
     # An order filled by a call auction's single price (opening or closing): that price.
     AUCTION_PRICE = "auction_price"
+    # A portfolio reset closed the position at its valuation price, at no cost.
+    PORTFOLIO_RESET = "portfolio_reset"
 
 
 class Fill(Base):
@@ -662,3 +671,27 @@ class Portfolio(Base):
     is_default: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
     deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class PortfolioReset(Base):
+    """One reset of a portfolio (api.portfolios.reset): when, and what its account held just
+    before, valued as GET /account values it. The mark the history and the stats show; the
+    money itself moved through the account's usual rows (cancelled orders, closing fills at no
+    cost, one RESET ledger row)."""
+
+    __tablename__ = "portfolio_resets"
+    __table_args__ = (Index("ix_portfolio_resets_account_id_id", "account_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    portfolio_id: Mapped[int] = mapped_column(BigId, ForeignKey("portfolios.id",
+                                                                ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"))
+    reset_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    # Just before: cash (live orders already cancelled), the positions at their closing prices,
+    # and their sum; then the cash the reset set (INITIAL_CASH at the time).
+    cash_before: Mapped[int] = mapped_column(BigInteger)
+    market_value_before: Mapped[int] = mapped_column(BigInteger)
+    equity_before: Mapped[int] = mapped_column(BigInteger)
+    cash_after: Mapped[int] = mapped_column(BigInteger)
+    orders_cancelled: Mapped[int] = mapped_column(Integer)
+    positions_closed: Mapped[int] = mapped_column(Integer)

@@ -16,11 +16,15 @@ class FillHistoryOut(FillOut):
     side: Side
     name: str | None = Field(description="the instrument's name in the KRX master; null if "
                                          "the master no longer lists the code")
+    realized_pnl: int | None = Field(description="a sale's realized P&L: its value minus its "
+                                                 "commission, taxes and the book cost of the "
+                                                 "shares sold (KRW); null on a buy")
 
     @classmethod
     def of(cls, fill: Fill, name: str | None) -> FillHistoryOut:
         return cls(**FillOut.model_validate(fill).model_dump(), order_id=fill.order_id,
-                   code=fill.code, side=Side(fill.side), name=name)
+                   code=fill.code, side=Side(fill.side), name=name,
+                   realized_pnl=fill.realized_pnl)
 
 
 class FillsPage(BaseModel):

@@ -57,6 +57,12 @@ class Costs:
     commission_min: int = 0
     taxes: TaxSchedule = field(default_factory=TaxSchedule.load)
 
+    @classmethod
+    def none(cls) -> Costs:
+        """No commission and no tax: the closing sales of a portfolio reset
+        (api.portfolios.reset). Every kind is exempt, so no tax period is ever looked up."""
+        return cls(Decimal(0), 0, TaxSchedule(periods=(), exempt_kinds=frozenset(SecurityKind)))
+
     def commission(self, value: int, *, first_fill: bool = False) -> int:
         commission = _floor(value * self.commission_rate)
         return max(commission, self.commission_min) if first_fill else commission

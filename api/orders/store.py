@@ -19,6 +19,7 @@ from api.market.rules import Costs, PriceBand, TradingRules
 from api.models import (
     ACTIVE_ORDER_STATUSES,
     LIVE_ORDER_STATUSES,
+    RESET_CLOSING_REASON,
     Account,
     Fill,
     FillRule,
@@ -232,6 +233,46 @@ def cancel(session: Session, user_id: int, order_id: int) -> Order:
                 else None)
     _end(session, account, order, position, OrderStatus.CANCELLED, "user")
     return order
+
+
+def cancel_every_live_order(session: Session, account: Account, reason: str) -> int:
+    """Cancel every live order (open, partially filled, reserved) of a locked account, oldest
+    first, releasing what each holds; how many there were."""
+    orders = list(session.scalars(
+        select(Order).where(Order.user_id == account.user_id,
+                            Order.status.in_(LIVE_ORDER_STATUSES))
+        .order_by(Order.id).with_for_update()))
+    for order in orders:
+        position = (lock_position(session, account.user_id, order.code)
+                    if order.side == Side.SELL else None)
+        _end(session, account, order, position, OrderStatus.CANCELLED, reason)
+    return len(orders)
+
+
+def close_at_no_cost(session: Session, account: Account, position: Position, price: int,
+                     tick_id: str) -> Fill:
+    """Sell all of a locked position without live orders at `price`, with no commission and
+    no tax, as a filled market order of reason RESET_CLOSING_REASON (a portfolio reset): the
+    order, its fill and the ledger rows are those of any sale, so every invariant holds as for
+    one. The order's market and kind are those of the account's latest order of the code."""
+    market, kind = session.execute(
+        select(Order.market, Order.security_kind)
+        .where(Order.user_id == account.user_id, Order.code == position.code)
+        .order_by(Order.id.desc()).limit(1)).one()
+    now = utc_now()
+    order = Order(user_id=account.user_id, code=position.code, market=market,
+                  security_kind=kind, side=Side.SELL.value, type=OrderType.MARKET.value,
+                  time_in_force=TimeInForce.IOC.value, quantity=position.quantity,
+                  status=OrderStatus.OPEN.value, reason=RESET_CLOSING_REASON, filled_quantity=0,
+                  filled_value=0, held_cash=0, created_at=now, updated_at=now)
+    session.add(order)
+    session.flush()
+    free = Costs.none()
+    hold(account, order, position, free, price)
+    record_order(session, order, OrderEvent.CREATED, fills=[])
+    tick = Tick(tick_id, position.code, price, order.quantity, seq=None, ts=None)
+    return apply_fill(session, account, order, position, tick, order.quantity, price, free,
+                      reserve_at=price, rule=FillRule.PORTFOLIO_RESET)
 
 
 def modify(session: Session, user_id: int, order_id: int, *, price: int | None,

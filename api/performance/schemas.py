@@ -38,6 +38,9 @@ class PointOut(BaseModel):
                                    "worker was down): valued at the holdings and quotes of "
                                    "that later moment")
     live: bool = Field(description="today's point: the equity now, not a close")
+    resets: int = Field(description="portfolio resets since the previous point (POST "
+                                    "/api/v1/portfolios/{id}/reset): their RESET rows are in "
+                                    "net_flows, so a reset is neither a gain nor a loss")
 
     @classmethod
     def of(cls, point: DailyPoint, return_pct: Decimal,
@@ -47,7 +50,7 @@ class PointOut(BaseModel):
                    return_pct=return_pct, cumulative_return_pct=cumulative_return_pct,
                    realized_pnl=point.realized_pnl_day, fees=point.fees, taxes=point.taxes,
                    unpriced_positions=point.unpriced_positions, late=point.late,
-                   live=point.live)
+                   live=point.live, resets=point.resets)
 
 
 class HistoryOut(BaseModel):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
@@ -37,7 +37,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.ledger.service import get_account
-from api.models import AccountSnapshot, IntradaySnapshot, LedgerEntry, LedgerType
+from api.models import (
+    AccountSnapshot,
+    IntradaySnapshot,
+    LedgerEntry,
+    LedgerType,
+    PortfolioReset,
+)
 from api.performance.schemas import HistoryOut, IntradayHistoryOut, IntradayPointOut, PointOut
 from api.performance.snapshots import FLOW_TYPES, ledger_since, net_flows
 from api.performance.valuing import unpriced
@@ -97,6 +103,8 @@ class DailyPoint:
     unpriced_positions: int
     late: bool = False
     live: bool = False
+    priced_at: datetime | None = None  # when a snapshot was valued; None: the live point
+    resets: int = 0  # portfolio resets since the previous point
 
     @property
     def pnl(self) -> int:
@@ -160,7 +168,8 @@ def max_drawdown_pct(points: Sequence[Step]) -> Decimal | None:
 POINT_COLUMNS = (AccountSnapshot.day, AccountSnapshot.equity, AccountSnapshot.cash,
                  AccountSnapshot.market_value, AccountSnapshot.base_equity,
                  AccountSnapshot.net_flows, AccountSnapshot.realized_pnl, AccountSnapshot.fees,
-                 AccountSnapshot.taxes, AccountSnapshot.unpriced_positions, AccountSnapshot.late)
+                 AccountSnapshot.taxes, AccountSnapshot.unpriced_positions, AccountSnapshot.late,
+                 AccountSnapshot.priced_at)
 
 
 def daily_points(session: Session, user_id: int, after: date | None = None,
@@ -185,7 +194,7 @@ def daily_points(session: Session, user_id: int, after: date | None = None,
             base_equity=row.base_equity, net_flows=row.net_flows,
             realized_pnl=row.realized_pnl, realized_pnl_day=row.realized_pnl - realized,
             fees=row.fees, taxes=row.taxes, unpriced_positions=row.unpriced_positions,
-            late=bool(row.late)))
+            late=bool(row.late), priced_at=row.priced_at))
         realized = row.realized_pnl
     return points
 
@@ -206,9 +215,46 @@ def since_last_snapshot(session: Session, user_id: int) -> SinceLastSnapshot:
     return SinceLastSnapshot(last, sums)
 
 
-def _history_points(session: Session, user_id: int,
-                    after: date | None) -> tuple[list[DailyPoint], SinceLastSnapshot]:
-    return daily_points(session, user_id, after), since_last_snapshot(session, user_id)
+@dataclass(frozen=True)
+class ResetTimes:
+    """When the account was reset (api.portfolios.reset), oldest first, and when the snapshot
+    before a period's first point was valued (None: there is none, or no period)."""
+
+    times: list[datetime]
+    valued_before: datetime | None
+
+
+def reset_times(session: Session, user_id: int, after: date | None) -> ResetTimes:
+    times = list(session.scalars(select(PortfolioReset.reset_at).where(
+        PortfolioReset.account_id == user_id).order_by(PortfolioReset.reset_at)))
+    valued_before = None if after is None or not times else session.scalar(
+        select(AccountSnapshot.priced_at).where(AccountSnapshot.user_id == user_id,
+                                                AccountSnapshot.day <= after)
+        .order_by(AccountSnapshot.day.desc()).limit(1))
+    return ResetTimes(times, valued_before)
+
+
+def marked(points: list[DailyPoint], resets: ResetTimes) -> list[DailyPoint]:
+    """Each point with the number of resets between the valuation of the point before it and
+    its own (the live point: every reset after the last snapshot): the points whose
+    `net_flows` hold their RESET rows."""
+    if not resets.times:
+        return points
+    out = []
+    since = resets.valued_before
+    for point in points:
+        upto = point.priced_at
+        count = sum(1 for at in resets.times
+                    if (since is None or at > since) and (upto is None or at <= upto))
+        out.append(replace(point, resets=count) if count else point)
+        since = upto
+    return out
+
+
+def _history_points(session: Session, user_id: int, after: date | None
+                    ) -> tuple[list[DailyPoint], SinceLastSnapshot, ResetTimes]:
+    return (daily_points(session, user_id, after), since_last_snapshot(session, user_id),
+            reset_times(session, user_id, after))
 
 
 # --- the request ---------------------------------------------------------------------------------
@@ -219,8 +265,8 @@ async def history(resources: Resources, user_id: int, period: Period,
     """The points of the period, then today's live point: the equity now, valued as GET
     /api/v1/portfolio values it, against the latest snapshot."""
     today = resources.calendar.day_of(resources.clock()).date
-    points, since = await resources.db.read(_history_points, user_id,
-                                            period_start(period, today))
+    points, since, resets = await resources.db.read(_history_points, user_id,
+                                                    period_start(period, today))
     now = await valuation(resources, user_id)
     last = since.last
     if last is None or last.day < today:
@@ -234,6 +280,7 @@ async def history(resources: Resources, user_id: int, period: Period,
             taxes=-since.ledger.get(LedgerType.TAX.value, 0),
             unpriced_positions=sum(p.last_price is None for p in now.open_positions),
             live=True))
+    points = marked(points, resets)
     index = growth_index(points)
     return HistoryOut(
         period=period.value, timeframe=timeframe.value,

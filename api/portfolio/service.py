@@ -111,9 +111,15 @@ class Valuation:
         return [p.position.code for p in self.open_positions if p.stale]
 
 
-def _value(position: Position, quote: dict[str, Any] | None) -> PositionValue:
+def last_price(quote: dict[str, Any] | None) -> int | None:
+    """A quote's last trade price, or None (no quote, or one without a usable price)."""
     price = None if quote is None else quote.get("price")
-    if quote is None or not isinstance(price, int) or isinstance(price, bool):
+    return price if isinstance(price, int) and not isinstance(price, bool) else None
+
+
+def _value(position: Position, quote: dict[str, Any] | None) -> PositionValue:
+    price = last_price(quote)
+    if quote is None or price is None:
         return PositionValue(position, None, None, True)
     return PositionValue(position, price, quote.get("age_s"), bool(quote.get("stale")))
 

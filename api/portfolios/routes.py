@@ -1,5 +1,5 @@
 """HTTP routes of api.portfolios: the signed-in user's portfolios (list, create, read, rename,
-delete). Each calls one function of api.portfolios.service. Which portfolio the other
+delete, reset). Each calls one function of api.portfolios.service. Which portfolio the other
 account-scoped routes act on is the `X-Portfolio-Id` header's business (api.portfolios.deps)."""
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ from api.auth.deps import CurrentUser
 from api.deps import ResourcesDep
 from api.ids import RowId
 from api.openapi import problems
-from api.portfolios import service
+from api.portfolios import reset, service
 from api.portfolios.schemas import (
     PortfolioCreate,
     PortfolioDetailOut,
     PortfolioOut,
     PortfolioRename,
+    PortfolioResetOut,
+    PortfolioResetsOut,
     PortfoliosOut,
 )
 
@@ -78,3 +80,21 @@ async def delete_portfolio(portfolio_id: PortfolioId, principal: CurrentUser,
     database; the portfolio leaves the list and its id answers 404 from then on."""
     await service.delete(resources, principal.user_id, portfolio_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/portfolios/{portfolio_id}/reset", responses=problems({
+    404: _NOT_FOUND + ", `account_not_found`",
+}))
+async def reset_portfolio(portfolio_id: PortfolioId, principal: CurrentUser,
+                          resources: ResourcesDep) -> PortfolioResetOut:
+    """Start a portfolio over at the initial cash: its live orders are cancelled, its
+    positions sold at their last price at no cost, its cash set to INITIAL_CASH. Its history
+    stays readable, marked by the reset (docs/api/PORTFOLIOS.md, "Reset")."""
+    return await reset.reset(resources, principal.user_id, portfolio_id)
+
+
+@router.get("/portfolios/{portfolio_id}/resets", responses=problems({404: _NOT_FOUND}))
+async def list_resets(portfolio_id: PortfolioId, principal: CurrentUser,
+                      resources: ResourcesDep) -> PortfolioResetsOut:
+    """A portfolio's resets, newest first, with what it held just before each."""
+    return await reset.resets(resources, principal.user_id, portfolio_id)

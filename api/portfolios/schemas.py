@@ -39,3 +39,24 @@ class PortfolioDetailOut(PortfolioOut):
 class PortfoliosOut(BaseModel):
     items: list[PortfolioOut] = Field(description="the default portfolio first, then the "
                                                   "others in the order they were created")
+
+
+class PortfolioResetOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    portfolio_id: int
+    reset_at: datetime
+    cash_before: int = Field(description="the cash just before (its live orders cancelled)")
+    market_value_before: int = Field(description="its positions at the prices they were "
+                                                 "closed at (the last trade price, or the "
+                                                 "average book cost without a quote)")
+    equity_before: int = Field(description="cash_before + market_value_before")
+    cash_after: int = Field(description="the cash it starts over with (INITIAL_CASH)")
+    orders_cancelled: int
+    positions_closed: int = Field(description="each sold at its price above, at no cost: a "
+                                              "fill with rule `portfolio_reset`")
+
+
+class PortfolioResetsOut(BaseModel):
+    items: list[PortfolioResetOut] = Field(description="newest first")

@@ -70,7 +70,7 @@ def account_of(session: Session, owner_id: int, portfolio_id: int) -> int:
     return account_id
 
 
-def _live_portfolio(session: Session, owner_id: int, portfolio_id: int) -> Portfolio:
+def live_portfolio(session: Session, owner_id: int, portfolio_id: int) -> Portfolio:
     portfolio = session.scalar(select(Portfolio).where(
         Portfolio.id == portfolio_id, Portfolio.owner_id == owner_id,
         Portfolio.deleted_at.is_(None)))
@@ -123,7 +123,7 @@ def create_portfolio(session: Session, owner_id: int, name: str, unusable_passwo
 def rename_portfolio(session: Session, owner_id: int, portfolio_id: int,
                      name: str) -> Portfolio:
     take_user_lock(session, owner_id)
-    portfolio = _live_portfolio(session, owner_id, portfolio_id)
+    portfolio = live_portfolio(session, owner_id, portfolio_id)
     _check_name_free(session, owner_id, name, renaming=portfolio.id)
     portfolio.name = name
     session.flush()
@@ -132,7 +132,7 @@ def rename_portfolio(session: Session, owner_id: int, portfolio_id: int,
 
 def delete_portfolio(session: Session, owner_id: int, portfolio_id: int, now: datetime) -> None:
     """Mark a flat, non-default portfolio deleted; its account's rows stay (its history)."""
-    portfolio = _live_portfolio(session, owner_id, portfolio_id)
+    portfolio = live_portfolio(session, owner_id, portfolio_id)
     if portfolio.is_default:
         raise Conflict("the default portfolio cannot be deleted", code="default_portfolio")
     # Its account's lock: no order of it is placed, filled or modified until this commits.
@@ -167,7 +167,7 @@ async def create(resources: Resources, owner_id: int, name: str) -> PortfolioOut
 
 
 async def show(resources: Resources, owner_id: int, portfolio_id: int) -> PortfolioDetailOut:
-    portfolio = await resources.db.read(_live_portfolio, owner_id, portfolio_id)
+    portfolio = await resources.db.read(live_portfolio, owner_id, portfolio_id)
     return PortfolioDetailOut(**PortfolioOut.model_validate(portfolio).model_dump(),
                               account=await account_summary(resources, portfolio.account_id))
 

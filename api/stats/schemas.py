@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.stats.figures import Trade, TradingFigures
 from api.stats.periods import Period
@@ -107,6 +107,14 @@ class HoldingPeriodsOut(BaseModel):
         description="positions open now (whatever the period), by code")
 
 
+class ResetMarkOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    reset_at: datetime
+    equity_before: int = Field(description="the equity just before, KRW")
+    cash_after: int = Field(description="the cash it started over with, KRW")
+
+
 class StatsOut(BaseModel):
     period: Period
     first_day: date = Field(description="the first KST day counted: the period's, or the "
@@ -125,10 +133,15 @@ class StatsOut(BaseModel):
     max_drawdown_pct: Decimal | None = Field(
         description="largest peak-to-trough fall of the cumulative return index in the "
                     "period, percent of the peak (positive), as the history reports it")
+    resets: list[ResetMarkOut] = Field(
+        description="the portfolio's resets in the period, oldest first (POST "
+                    "/api/v1/portfolios/{id}/reset): the figures count the trades on both "
+                    "sides of one, and a reset's closing sales are trades")
     currency: str = "KRW"
 
     @classmethod
-    def of(cls, figures: TradingFigures, *, orders_placed: int, now: datetime,
+    def of(cls, figures: TradingFigures, *, orders_placed: int, resets: list[ResetMarkOut],
+           now: datetime,
            name_of: NameOf, total_return_pct: Decimal | None,
            max_drawdown_pct: Decimal | None) -> StatsOut:
         window, trades, activity, holding = (figures.window, figures.trades, figures.activity,
@@ -166,4 +179,5 @@ class StatsOut(BaseModel):
                                                    opened_at=h.opened_at,
                                                    age_days=h.age_days(now))
                                 for h in holding.open]),
-            total_return_pct=total_return_pct, max_drawdown_pct=max_drawdown_pct)
+            total_return_pct=total_return_pct, max_drawdown_pct=max_drawdown_pct,
+            resets=resets)

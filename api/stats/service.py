@@ -15,16 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from api.ledger.service import get_account
-from api.models import Fill, Order
+from api.models import RESET_CLOSING_REASON, Fill, Order, PortfolioReset
 from api.performance.service import Timeframe, history
 from api.resources import Resources
 from api.stats.figures import FillRow, TradingFigures
 from api.stats.periods import Period, Window
-from api.stats.schemas import StatsOut
+from api.stats.schemas import ResetMarkOut, StatsOut
 
 FILL_COLUMNS = (Fill.id, Fill.order_id, Fill.code, Fill.side, Fill.quantity, Fill.value,
                 Fill.commission, Fill.securities_transaction_tax, Fill.rural_special_tax,
@@ -36,6 +36,7 @@ class TradingHistory:
     window: Window
     fills: list[FillRow]  # every fill of the account, in id order
     orders_placed: int  # in the window
+    resets: list[ResetMarkOut]  # in the window, oldest first
 
 
 def trading_history(session: Session, user_id: int, period: Period,
@@ -46,10 +47,17 @@ def trading_history(session: Session, user_id: int, period: Period,
     window = Window.of(period, now, account.created_at)
     fills = [FillRow(*row) for row in session.execute(
         select(*FILL_COLUMNS).where(Fill.user_id == user_id).order_by(Fill.id))]
+    # The orders a portfolio reset closed positions with are not orders the user placed.
     orders_placed = session.scalar(select(func.count()).select_from(Order).where(
         Order.user_id == user_id, Order.created_at >= window.start,
-        Order.created_at < window.end))
-    return TradingHistory(window, fills, int(orders_placed or 0))
+        Order.created_at < window.end,
+        or_(Order.reason.is_(None), Order.reason != RESET_CLOSING_REASON)))
+    resets = [ResetMarkOut.model_validate(row) for row in session.scalars(
+        select(PortfolioReset).where(PortfolioReset.account_id == user_id,
+                                     PortfolioReset.reset_at >= window.start,
+                                     PortfolioReset.reset_at < window.end)
+        .order_by(PortfolioReset.id))]
+    return TradingHistory(window, fills, int(orders_placed or 0), resets)
 
 
 async def stats(resources: Resources, user_id: int, period: Period) -> StatsOut:
@@ -63,6 +71,7 @@ async def stats(resources: Resources, user_id: int, period: Period) -> StatsOut:
         return None if info is None else info.name
 
     return StatsOut.of(TradingFigures.of(trading.fills, trading.window),
-                       orders_placed=trading.orders_placed, now=now, name_of=name_of,
+                       orders_placed=trading.orders_placed, resets=trading.resets, now=now,
+                       name_of=name_of,
                        total_return_pct=performance.return_pct,
                        max_drawdown_pct=performance.max_drawdown_pct)

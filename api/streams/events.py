@@ -127,7 +127,7 @@ FILL_EXECUTED = "executed"
 # The ledger rows that are cash events (their `event` is the type in lower case). A fill's BUY,
 # SELL, FEE and TAX rows are not: its fill event carries its value, commission and taxes.
 CASH_EVENT_TYPES = frozenset({LedgerType.DEPOSIT, LedgerType.WITHDRAW, LedgerType.PAYMENT,
-                              LedgerType.REFUND})
+                              LedgerType.REFUND, LedgerType.RESET})
 _STATUS_EVENTS = {OrderStatus.CANCELLED.value: OrderEvent.CANCELLED,
             OrderStatus.EXPIRED.value: OrderEvent.EXPIRED,
             OrderStatus.FILLED.value: OrderEvent.FILLED,

@@ -73,11 +73,14 @@ def test_every_fill_newest_first_as_the_order_shows_it_with_its_order_and_instru
     assert [(i["value"], i["commission"], i["tax"], i["securities_transaction_tax"],
              i["rural_special_tax"]) for i in items] == [
         (288_000, 43, 576, 144, 432), (710_000, 106, 0, 0, 0), (700_000, 105, 0, 0, 0)]
-    # Each item is the fill exactly as its order's detail lists it, plus the four fields.
+    # The sale's realized P&L: the 10 shares' book cost is 700,105, the 4 sold carry
+    # floor(700,105 x 4 / 10) = 280,042 of it; 288,000 - 43 - 576 - 280,042 = 7,339.
+    assert [i["realized_pnl"] for i in items] == [7_339, None, None]
+    # Each item is the fill exactly as its order's detail lists it, plus the five fields.
     for item, order in zip(items, (sold, partial, bought), strict=True):
         [as_listed] = client.get(f"/api/v1/orders/{order['id']}", headers=alice).json()["fills"]
         assert {k: v for k, v in item.items()
-                if k not in ("order_id", "code", "side", "name")} == as_listed
+                if k not in ("order_id", "code", "side", "name", "realized_pnl")} == as_listed
     assert items[1]["rule"] == "aggressor_last_trade"
     assert items[0]["rule"] == "market_order_last_trade"
 

@@ -246,6 +246,8 @@ def _endpoints(order_id: int) -> list[tuple[str, str, dict[str, Any] | None]]:
         ("GET", "/api/v1/stats", None),
         ("GET", "/api/v1/portfolio/history", None),
         ("GET", f"/api/v1/account/buying-power?code={CODE}", None),
+        ("POST", "/api/v1/payments/portone/prepare", {"product_id": "cash-10m"}),
+        ("GET", "/api/v1/stream/sse?orders=1", None),
     ]
 
 
