@@ -32,6 +32,9 @@ class RestingOrder:
     price: int | None  # None: a market order waiting for a call auction's price
     rests_after: str
     checked: bool  # False: the worker has not yet looked back for ticks it may have missed
+    # Its unfilled quantity when read: how many orders one print's volume may reach (a hint;
+    # the fill takes from the locked rows).
+    remaining: int = 0
 
     def priority(self) -> tuple[int, int, tuple[int, int], int]:
         """A market order first (it accepts any price), then the best price, then the

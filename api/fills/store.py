@@ -43,13 +43,14 @@ def resting_orders(session: Session, codes: set[str]) -> list[RestingOrder]:
     (api.orders.checks.rests)."""
     rows = session.execute(
         select(Order.id, Order.user_id, Order.code, Order.side, Order.price, Order.rests_after,
-               Order.checked_upto)
+               Order.checked_upto, Order.quantity, Order.filled_quantity)
         .where(Order.status.in_(ACTIVE_ORDER_STATUSES), Order.rests_after.is_not(None),
                or_(Order.code.in_(codes), Order.checked_upto.is_(None)))
     ).all()
     return [RestingOrder(id=row.id, user_id=row.user_id, code=row.code, side=Side(row.side),
                          price=row.price, rests_after=row.rests_after,
-                         checked=row.checked_upto is not None) for row in rows]
+                         checked=row.checked_upto is not None,
+                         remaining=row.quantity - row.filled_quantity) for row in rows]
 
 
 def volume_left(session: Session, tick: Tick, side: Side) -> int:
@@ -78,8 +79,8 @@ def fill_from_tick(session: Session, resting: RestingOrder, tick: Tick, costs: C
             return 0  # a market order that waits for an auction's price takes no other
     elif not marketable(Side(order.side), order.price, tick.price):
         return 0
-    if order.expires_at is not None and _tick_time(tick) >= _last_fill_time(order.expires_at,
-                                                                          tick):
+    if order.expires_at is not None and tick_time(tick) >= last_fill_time(order.expires_at,
+                                                                        tick):
         return 0  # printed after the session close: the order is due to expire instead
     if session.scalar(select(Fill.id).where(Fill.order_id == order.id,
                                             Fill.tick_id == tick.id)) is not None:
@@ -107,7 +108,7 @@ def fill_from_tick(session: Session, resting: RestingOrder, tick: Tick, costs: C
     return quantity
 
 
-def _last_fill_time(expires_at: datetime, tick: Tick) -> datetime:
+def last_fill_time(expires_at: datetime, tick: Tick) -> datetime:
     """Until when a print may fill an order expiring at `expires_at`: its close, or, for the
     closing auction's print, a grace after it (CLOSING_PRINT_GRACE)."""
     if tick.session == MarketSession.CLOSING_AUCTION.value:
@@ -115,7 +116,7 @@ def _last_fill_time(expires_at: datetime, tick: Tick) -> datetime:
     return expires_at
 
 
-def _tick_time(tick: Tick) -> datetime:
+def tick_time(tick: Tick) -> datetime:
     """When the tick printed: the stream entry id's milliseconds (Redis's clock when the relayer
     wrote it), which every tick has, unlike a readable upstream time."""
     return datetime.fromtimestamp(int(tick.id.partition("-")[0]) / 1000, UTC)

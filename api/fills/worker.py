@@ -39,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
 from api.db import Database, is_unavailable
-from api.fills import store
+from api.fills import batch, store
 from api.fills.matching import RestingOrder, after, candidates, stream_id_at
 from api.fills.store import CLOSING_PRINT_GRACE
 from api.idempotency import purge
@@ -78,6 +78,9 @@ PRINT_PURGE_MARGIN = timedelta(hours=1)
 # Pauses between attempts while the database is unavailable (doubling up to the maximum).
 OUTAGE_PAUSE_INITIAL_S = 0.5
 OUTAGE_PAUSE_MAX_S = 4.0
+# The most orders one transaction fills from one print (api.fills.batch): bounds the locks it
+# holds at once, and the work redone after a failure.
+FILL_BATCH_MAX = 100
 
 # Stream entries as redis-py returns them; the fields are None for a pending entry that was
 # trimmed from the stream before it was processed again.
@@ -283,19 +286,82 @@ class FillsWorker:
             # A hint read without a lock: each fill takes from the print's locked row, which
             # orders arriving in the API share (api.orders.prints).
             volume_left = self.db.call(store.volume_left, tick, side)
-            for order in matched:
-                waiting_market = order.price is None  # fills in full, drawing on nothing
-                if volume_left <= 0 and not waiting_market:
-                    break  # (market orders come first in an auction's priority)
+            while matched:
+                batch, matched = self.next_batch(matched, volume_left)
+                if not batch:
+                    break
+                volume_left = self.fill_batch(batch, tick, side, volume_left)
+
+    def next_batch(self, matched: list[RestingOrder],
+                   volume_left: int) -> tuple[list[RestingOrder], list[RestingOrder]]:
+        """The orders (best priority first) the print may reach, as one batch, and the rest:
+        every market order waiting for an auction's price (they draw on nothing and come
+        first), then limit orders until their unfilled quantities (as last read) cover what
+        the print has left; at most FILL_BATCH_MAX."""
+        taken, wanted = 0, 0
+        for order in matched:
+            if taken == FILL_BATCH_MAX:
+                break
+            if order.price is not None:
+                if wanted >= volume_left:
+                    break
+                wanted += max(order.remaining, 1)
+            taken += 1
+        return matched[:taken], matched[taken:]
+
+    def fill_batch(self, orders: list[RestingOrder], tick: Tick, side: Side,
+                   volume_left: int) -> int:
+        """Fill these orders from the tick in one transaction (api.fills.batch); if it fails,
+        one transaction per order, so that an order that cannot be filled costs the others
+        nothing. What the print has left afterwards (a hint)."""
+        try:
+            result = self.db.call_retrying(batch.fill_batch, orders, tick, side, self.costs,
+                                           volume_left)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise  # the loop waits for the database: nothing was written
+            logger.warning("filling %d order(s) from tick %s in one transaction failed (%s: "
+                           "%s); filling them one at a time", len(orders), tick.id,
+                           type(exc).__name__, exc)
+            return self.fill_each(orders, tick, side, volume_left)
+        for filled in result.filled:
+            self.fills_total += 1
+            logger.info("filled order %d: %d @ %d (tick %s%s)", filled.order_id,
+                        filled.quantity, filled.price, tick.id,
+                        f", {tick.session}" if tick.is_auction else "")
+        return result.volume_left
+
+    def fill_each(self, orders: list[RestingOrder], tick: Tick, side: Side,
+                  volume_left: int) -> int:
+        """One transaction per order (api.fills.store.fill_from_tick). An order that fails
+        does not stop the others; the first failure is raised once they are done (as a
+        failed fill always stopped the worker: the entry stays pending and is processed again
+        when it restarts, and the fills made now are not made twice)."""
+        failure: Exception | None = None
+        for order in orders:
+            waiting_market = order.price is None  # fills in full, drawing on nothing
+            if volume_left <= 0 and not waiting_market:
+                break  # (market orders come first in an auction's priority)
+            try:
                 filled = self.db.call_retrying(store.fill_from_tick, order, tick, self.costs)
-                if filled:
-                    self.fills_total += 1
-                    logger.info("filled order %d: %d @ %d (tick %s%s)", order.id, filled,
-                                tick.price if tick.is_auction or waiting_market
-                                else order.price, tick.id,
-                                f", {tick.session}" if tick.is_auction else "")
-                if not waiting_market:
-                    volume_left -= filled
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise
+                logger.error("order %d was not filled from tick %s: %s: %s", order.id, tick.id,
+                             type(exc).__name__, exc)
+                failure = failure or exc
+                continue
+            if filled:
+                self.fills_total += 1
+                logger.info("filled order %d: %d @ %d (tick %s%s)", order.id, filled,
+                            tick.price if tick.is_auction or waiting_market
+                            else order.price, tick.id,
+                            f", {tick.session}" if tick.is_auction else "")
+            if not waiting_market:
+                volume_left -= filled
+        if failure is not None:
+            raise failure
+        return volume_left
 
     # --- health --------------------------------------------------------------------------------
 

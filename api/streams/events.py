@@ -66,12 +66,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 from redis import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import delete, func, inspect, select
+from sqlalchemy import Table, delete, func, insert, inspect, select
 from sqlalchemy.orm import Session
 
 from api.errors import Unprocessable
@@ -95,6 +95,8 @@ logger = logging.getLogger(__name__)
 CHANNEL = "orders"
 # `session.info` key of the rows recorded in the session's transaction (for the notification).
 RECORDED = "stocking_user_events"
+# `session.info` key of the (user id, offset) of events inserted in bulk (`record_many`).
+RECORDED_OFFSETS = "stocking_user_event_offsets"
 # Offsets are ids of a BIGINT column.
 MAX_OFFSET = 2**63 - 1
 MAX_REPLAY = 1000
@@ -154,6 +156,25 @@ def record(session: Session, user_id: int, type: EventType, event: str,
     return row
 
 
+def record_many(session: Session, events: list[tuple[int, EventType, str, str]]) -> list[int]:
+    """Several events (user id, type, event, data JSON) in one multi-row INSERT, in this order:
+    the fills worker's batches (api.fills.batch). Their offsets are returned and remembered
+    for the notification, like `record`'s rows. The caller holds every user's account lock."""
+    if not events:
+        return []
+    now = utc_now()
+    table = cast(Table, UserEvent.__table__)
+    rows = session.execute(insert(table).returning(table.c.id), [
+        {"user_id": user_id, "type": type.value, "event": event, "data": data,
+         "created_at": now} for user_id, type, event, data in events])
+    # Both engines give a multi-row INSERT's ids in the order of its rows; only the order in
+    # which RETURNING lists them is not promised (asking for it costs one INSERT per row).
+    offsets = sorted(int(offset) for offset in rows.scalars())
+    session.info.setdefault(RECORDED_OFFSETS, []).extend(
+        (user_id, offset) for (user_id, *_), offset in zip(events, offsets, strict=True))
+    return offsets
+
+
 def record_order(session: Session, order: Order, event: OrderEvent,
                  fills: list[Fill] | None = None) -> UserEvent:
     """The order as `GET /api/v1/orders/{id}` answers it now (`fills`: its fills when the
@@ -204,6 +225,9 @@ def committed_offsets(session: Session) -> dict[int, int]:
         offset = int(identity[0])
         if offset > highest.get(row.user_id, 0):
             highest[row.user_id] = offset
+    for user_id, offset in session.info.pop(RECORDED_OFFSETS, []):
+        if offset > highest.get(user_id, 0):
+            highest[user_id] = offset
     return highest
 
 
@@ -239,6 +263,7 @@ class EventPublisher:
 
     def after_rollback(self, session: Session) -> None:
         session.info.pop(RECORDED, None)
+        session.info.pop(RECORDED_OFFSETS, None)
 
     def notify(self, offsets: Mapping[int, int]) -> None:
         """Queue these users' new highest offsets for publishing (thread-safe)."""
