@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import secrets
 import statistics
@@ -361,7 +362,8 @@ def main() -> int:
                           f"{statistics.median(result.db_cpu_ms):>16.3f}")
                 if profile is not None:
                     out = io.StringIO()
-                    pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(30)
+                    order = os.environ.get("BENCH_SORT", "tottime")  # or cumulative
+                    pstats.Stats(profile, stream=out).sort_stats(order).print_stats(30)
                     print(out.getvalue())
             problems = check(db)
     except BenchError as exc:

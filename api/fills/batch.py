@@ -432,7 +432,7 @@ _INSERT_LEDGER = insert(_table(LedgerEntry))
 _INSERT_POSITION = insert(_table(Position))
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=64)
 def _update_statement(table: Table, key: str, columns: tuple[str, ...], count: int,
                       by_code: bool) -> Executable:
     """One UPDATE of `count` rows: each column set by a CASE on the key (`:k0`..., values
@@ -456,12 +456,17 @@ def _update_each(session: Session, table: Table, key: str, rows: dict[Any, Any],
     """One UPDATE for all these rows (the multi-row form of an UPDATE by key)."""
     if not rows:
         return
+    # Sizes rounded up to a power of two (the last row repeated: the same key with the same
+    # values changes nothing), so that a worker builds and compiles at most 8 shapes a table.
+    items = list(rows.items())
+    size = 1 << (len(items) - 1).bit_length()
+    items += [items[-1]] * (size - len(items))
     parameters: dict[str, Any] = {"now": now}
-    for i, (value, row) in enumerate(rows.items()):
+    for i, (value, row) in enumerate(items):
         parameters[f"k{i}"] = value
         for column in columns:
             parameters[f"{column}_{i}"] = getattr(row, column)
     if code is not None:
         parameters["of_code"] = code
-    session.execute(_update_statement(table, key, columns, len(rows), code is not None),
+    session.execute(_update_statement(table, key, columns, size, code is not None),
                     parameters)

@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -256,12 +256,13 @@ class FillsWorker:
     def process(self, entries: Entries) -> None:
         ticks = [tick for tick in (parse_tick(i, f) for i, f in entries) if tick is not None]
         first_id, last_id = as_text(entries[0][0]), as_text(entries[-1][0])
-        resting = self.db.call(store.resting_orders, {tick.code for tick in ticks})
+        # Read before any of the batch's fills: the prints' hints are theirs alone.
+        resting, volumes = self.db.call(store.batch_start, ticks)
         unchecked = [order for order in resting if not order.checked]
         if unchecked:
             self.catch_up(unchecked, end=f"({first_id}")
         for tick in ticks:
-            self.apply(tick, resting)
+            self.apply(tick, resting, volumes)
         if unchecked:
             self.db.call(store.mark_checked, [order.id for order in unchecked], last_id)
         self.redis.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
@@ -278,14 +279,18 @@ class FillsWorker:
             if tick is not None:
                 self.apply(tick, orders)
 
-    def apply(self, tick: Tick, orders: Iterable[RestingOrder]) -> None:
+    def apply(self, tick: Tick, orders: Iterable[RestingOrder],
+              volumes: Mapping[tuple[str, Side], int] | None = None) -> None:
         for side in (Side.BUY, Side.SELL):
             matched = candidates(tick, orders, side)
             if not matched:
                 continue
-            # A hint read without a lock: each fill takes from the print's locked row, which
-            # orders arriving in the API share (api.orders.prints).
-            volume_left = self.db.call(store.volume_left, tick, side)
+            # A hint read without a lock (`volumes`: with the batch's resting orders): each
+            # fill takes from the print's locked row, which orders arriving in the API share
+            # (api.orders.prints).
+            hint = None if volumes is None else volumes.get((tick.id, side))
+            volume_left = (self.db.call(store.volume_left, tick, side) if hint is None
+                           else hint)
             while matched:
                 batch, matched = self.next_batch(matched, volume_left)
                 if not batch:
