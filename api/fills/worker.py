@@ -292,10 +292,10 @@ class FillsWorker:
             volume_left = (self.db.call(store.volume_left, tick, side) if hint is None
                            else hint)
             while matched:
-                batch, matched = self.next_batch(matched, volume_left)
-                if not batch:
+                reached, matched = self.next_batch(matched, volume_left)
+                if not reached:
                     break
-                volume_left = self.fill_batch(batch, tick, side, volume_left)
+                volume_left = self.fill_batch(reached, tick, side, volume_left)
 
     def next_batch(self, matched: list[RestingOrder],
                    volume_left: int) -> tuple[list[RestingOrder], list[RestingOrder]]:
