@@ -58,7 +58,7 @@ per order (the whole transaction), MariaDB's CPU and statements per order. Two v
 Each API BUY run is then printed as a share of both floors. Their orders count in the SQL checks.
 
 --py-spy PATH: after each connection count's runs, one more BUY run with both workers recorded
-by py-spy (100 Hz, busy threads only), and the samples grouped by the innermost library or
+by py-spy (100 Hz, the thread holding the GIL), and the samples grouped by the innermost library or
 module (PROFILE_GROUPS), in shares and in µs per order.
 
 Exits 1 if anything failed (a non-2xx answer, a socket error, an exception in a log, a failed
@@ -897,6 +897,7 @@ PROFILE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("our rules and services (api/)", ("/api/", "/relayer/")),
 )
 OTHER_GROUP = "other (standard library, interpreter)"
+PROFILE_HZ = 100
 # Inclusive shares: samples with such a frame anywhere in the stack (function, file pattern).
 PROFILE_SPANS: tuple[tuple[str, str, str], ...] = (
     ("the SQL unit of work (api.orders.service._place, in a thread)", "_place",
@@ -954,12 +955,15 @@ def _group_of(frames: list[tuple[str, str]]) -> str:
 @contextmanager
 def profiled(py_spy: str, pids: list[int], seconds: int, folder: Path,
              label: str) -> Iterator[list[Path]]:
-    """py-spy records each pid for `seconds` (100 samples/s, not pausing the process) while the
-    body runs; yields the files it writes, complete once the body has returned."""
+    """py-spy records each pid for `seconds` while the body runs: 100 samples/s, without
+    pausing the process, of the thread holding the GIL only (without `--gil`, threads blocked
+    in a socket read or waiting for the GIL count as busy: most samples were PyMySQL "reading"
+    while another thread ran). Yields the files it writes, complete once the body returned."""
     outputs = [folder / f"py-spy-{label}-{pid}.txt" for pid in pids]
     recorders = [subprocess.Popen(
-        [py_spy, "record", "--pid", str(pid), "--rate", "100", "--duration", str(seconds),
-         "--format", "raw", "--full-filenames", "--nonblocking", "--output", str(out)],
+        [py_spy, "record", "--pid", str(pid), "--rate", str(PROFILE_HZ), "--duration",
+         str(seconds),
+         "--gil", "--format", "raw", "--full-filenames", "--nonblocking", "--output", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for pid, out in zip(pids, outputs, strict=True)]
     try:
@@ -1254,19 +1258,24 @@ def report_floors(options: argparse.Namespace, outcome: Outcome) -> bool:
 
 def report_profiles(outcome: Outcome) -> None:
     for run_, profile in outcome.profiles:
-        per_order = run_.cpu["api"] / 100 / max(run_.orders_per_s, 1) * 1e6
+        cpu_per_order = run_.cpu["api"] / 100 / max(run_.orders_per_s, 1) * 1e6
+        # Each sample stands for 1/PROFILE_HZ s of one worker holding the GIL.
+        us_per_sample = 1e6 / PROFILE_HZ / max(run_.result.requests, 1)
+        total = max(profile.samples, 1)
         print()
         print(f"py-spy, both workers, {run_.connections} connections, BUY "
-              f"({run_.orders_per_s:,.0f} orders/s while profiled, {per_order:,.0f} us of API "
-              f"CPU per order; {profile.samples} samples of busy threads):")
-        total = max(profile.samples, 1)
+              f"({run_.orders_per_s:,.0f} orders/s while profiled): {profile.samples} samples "
+              f"holding the GIL = {profile.samples * us_per_sample:,.0f} us per order, of "
+              f"{cpu_per_order:,.0f} us of the workers' CPU per order (the rest: the kernel, "
+              "and C code that released the GIL)")
         for group, samples in profile.groups.most_common():
-            print(f"  {group:<55} {samples / total:>6.1%}  {samples / total * per_order:>6,.0f} "
+            print(f"  {group:<55} {samples / total:>6.1%}  {samples * us_per_sample:>6,.0f} "
                   "us per order")
         print("  inclusive:")
         for label, *_ in PROFILE_SPANS:
             samples = profile.spans[label]
-            print(f"  {label:<70} {samples / total:>6.1%}")
+            print(f"  {label:<66} {samples / total:>6.1%}  {samples * us_per_sample:>6,.0f} "
+                  "us per order")
 
 
 def report(options: argparse.Namespace, outcome: Outcome) -> int:
