@@ -51,7 +51,7 @@ each with its own PyMySQL connection to the same database and its own users (as 
 place market buys of 1 share for --floor-warmup s, then --duration s measured: orders/s, latency
 per order (the whole transaction), MariaDB's CPU and statements per order. Two variants:
 - `same`: the round trips the API makes for a market BUY today, with SQLAlchemy's own SQL text
-  (the pool's ping, 15 statements, COMMIT, the pool's reset ROLLBACK);
+  (the pool's ping, 14 statements, COMMIT, the pool's reset ROLLBACK);
 - `lean`: the lean transaction proposed in issue 16 (lock the account, insert the order as it
   ends, upsert the position, the ledger rows in one insert, update the account, insert the fill,
   the three events in one insert, COMMIT).
@@ -59,7 +59,7 @@ Each API BUY run is then printed as a share of both floors. Their orders count i
 
 --py-spy PATH: after each connection count's runs, one more BUY run with both workers recorded
 by py-spy (100 Hz, the thread holding the GIL), and the samples grouped by the innermost library or
-module (PROFILE_GROUPS), in shares and in µs per order.
+module (PROFILE_GROUPS), in shares and in µs of the workers' CPU per order.
 
 Exits 1 if anything failed (a non-2xx answer, a socket error, an exception in a log, a failed
 check, a floor error), 2 if the benchmark could not run; a missed target is only reported.
@@ -78,6 +78,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import queue
 import re
 import secrets
 import shutil
@@ -522,7 +523,7 @@ FLOOR_COMMISSION = 10  # 0.015% of 70,000, rounded down
 FLOOR_TICK = "floor-tick"
 FLOOR_PROCESSES = 2  # client processes (one per core), so that one GIL is not the limit
 FLOOR_VARIANTS = {
-    "same": "the API's statements (ping, 15 statements, COMMIT, the pool's ROLLBACK)",
+    "same": "the API's statements (ping, 14 statements, COMMIT, the pool's ROLLBACK)",
     "lean": "the lean transaction of issue 16 (7 statements and COMMIT)",
 }
 
@@ -558,9 +559,8 @@ def _insert(table: str, columns: tuple[str, ...], rows: int = 1, suffix: str = "
     def values(row: int | None) -> str:
         tail = "" if row is None else f"__{row}"
         return "(" + ", ".join(f"%({column}{tail})s" for column in columns) + ")"
-    listed = ", ".join(f"`{c}`" if c == "key" else c for c in columns)
     rendered = (values(None) if rows == 1 else ", ".join(values(row) for row in range(rows)))
-    return f"INSERT INTO {table} ({listed}) VALUES {rendered}{suffix}"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {rendered}{suffix}"
 
 
 def _numbered(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -775,8 +775,11 @@ def floor_client(database_url: str, variant: str, users: list[tuple[int, str]],
             try:
                 place(connection, user_id, code)
             except pymysql.MySQLError as exc:
-                connection.rollback()
                 result.errors.append(f"{type(exc).__name__}: {exc}")
+                try:
+                    connection.rollback()
+                except pymysql.MySQLError:
+                    break  # the connection is gone: this client stops, its error reported
                 continue
             done = time.monotonic()
             result.committed += 1
@@ -852,7 +855,11 @@ def floor_run(database_url: str, engine: Engine, users: list[tuple[int, str]], *
         before, counters_before = meter.sample(), server_counters(engine)
         time.sleep(max(0.0, start + duration_s - time.monotonic()))
         after, counters_after = meter.sample(), server_counters(engine)
-        done = [results.get(timeout=60) for _ in children]
+        try:
+            done = [results.get(timeout=60) for _ in children]
+        except queue.Empty:
+            raise BenchError(f"a floor client process ended without its results ({variant}, "
+                             f"{connections} connections)") from None
     finally:
         for child in children:
             child.join(timeout=10)
@@ -897,6 +904,7 @@ PROFILE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("our rules and services (api/)", ("/api/", "/relayer/")),
 )
 OTHER_GROUP = "other (standard library, interpreter)"
+PROFILE_PASS_THROUGH = "/asyncio/streams.py"
 PROFILE_HZ = 100
 # Inclusive shares: samples with such a frame anywhere in the stack (function, file pattern).
 PROFILE_SPANS: tuple[tuple[str, str, str], ...] = (
@@ -946,6 +954,8 @@ def read_profile(paths: list[Path]) -> Profile:
 
 def _group_of(frames: list[tuple[str, str]]) -> str:
     for _, file in reversed(frames):
+        if PROFILE_PASS_THROUGH in file:
+            continue  # asyncio's streams write for their caller (the Redis client)
         for group, patterns in PROFILE_GROUPS:
             if any(pattern in file for pattern in patterns):
                 return group
@@ -1257,25 +1267,26 @@ def report_floors(options: argparse.Namespace, outcome: Outcome) -> bool:
 
 
 def report_profiles(outcome: Outcome) -> None:
+    """Each group's share of the samples, and that share of the workers' CPU per order. The
+    samples' own time can exceed the CPU: on a busy machine a thread preempted while holding
+    the GIL is still sampled."""
     for run_, profile in outcome.profiles:
         cpu_per_order = run_.cpu["api"] / 100 / max(run_.orders_per_s, 1) * 1e6
-        # Each sample stands for 1/PROFILE_HZ s of one worker holding the GIL.
-        us_per_sample = 1e6 / PROFILE_HZ / max(run_.result.requests, 1)
+        sampled_per_order = profile.samples / PROFILE_HZ * 1e6 / max(run_.result.requests, 1)
         total = max(profile.samples, 1)
         print()
         print(f"py-spy, both workers, {run_.connections} connections, BUY "
-              f"({run_.orders_per_s:,.0f} orders/s while profiled): {profile.samples} samples "
-              f"holding the GIL = {profile.samples * us_per_sample:,.0f} us per order, of "
-              f"{cpu_per_order:,.0f} us of the workers' CPU per order (the rest: the kernel, "
-              "and C code that released the GIL)")
+              f"({run_.orders_per_s:,.0f} orders/s while profiled, {cpu_per_order:,.0f} us of "
+              f"the workers' CPU per order): {profile.samples} samples holding the GIL "
+              f"({sampled_per_order:,.0f} us per order)")
         for group, samples in profile.groups.most_common():
-            print(f"  {group:<55} {samples / total:>6.1%}  {samples * us_per_sample:>6,.0f} "
-                  "us per order")
+            print(f"  {group:<55} {samples / total:>6.1%}  "
+                  f"{samples / total * cpu_per_order:>6,.0f} us of CPU per order")
         print("  inclusive:")
         for label, *_ in PROFILE_SPANS:
             samples = profile.spans[label]
-            print(f"  {label:<66} {samples / total:>6.1%}  {samples * us_per_sample:>6,.0f} "
-                  "us per order")
+            print(f"  {label:<66} {samples / total:>6.1%}  "
+                  f"{samples / total * cpu_per_order:>6,.0f} us")
 
 
 def report(options: argparse.Namespace, outcome: Outcome) -> int:
