@@ -12,7 +12,14 @@ latency, and throttled (a Lua `delay()` per request) at half the hello route's r
 latency target. `GET /health` is the hello route: a FastAPI route returning a constant, in the
 same app, on the same workers, behind the same middleware as the quote route.
 
-    .venv/bin/python scripts/bench_api.py [--duration 10] [--connections 50] [--workers 2]
+At full speed the two routes take turns (`--rounds` of hello then quote): on a shared machine
+other work comes and goes, and turns spread it over both. Each window also reports the API
+workers' CPU per request (which other work on the machine moves much less than requests/s) and
+`other`: the machine's busy time that neither the API, Redis, the relayer, the simulator, wrk
+nor this script used, in % of one core (a clean window shows ~0).
+
+    .venv/bin/python scripts/bench_api.py [--duration 10] [--connections 20] [--workers 2]
+                                          [--rounds 3]
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,9 +44,12 @@ import redis
 from bench_support import (
     JWT_KEY,
     BenchError,
+    CpuMeter,
+    WrkResult,
     free_port,
     percentile,
     process,
+    process_group,
     run_wrk,
     wait_until,
 )
@@ -47,10 +58,32 @@ from api.auth.tokens import Principal, TokenType, issue
 from api.migrate import upgrade
 from api.models import Role
 from relayer.bus import BusNames, Quote, TopicTemplate
+from relayer.master import ListingStatus, by_code, read_master, shipped_paths
 
 NAMES = BusNames()
 TOPICS = TopicTemplate("/topic/v1/kr/stock/trade/{code}")
 ADMIN_EMAIL, ADMIN_PASSWORD = "bench-admin@stocking.local", "bench-admin-password"
+SEEDED = "A005930"  # what the relayer subscribes at start (RELAYER_SUBSCRIBE)
+
+
+@dataclass
+class Window:
+    """One wrk run and the CPU used during it (CpuMeter.window, % of one core)."""
+
+    result: WrkResult
+    cpu: dict[str, float]
+
+    @property
+    def api_us_per_request(self) -> float:
+        """The API workers' CPU per answered request, in microseconds."""
+        return self.cpu["api"] * 10_000 / self.result.requests_per_s
+
+
+def measured(meter: CpuMeter, url: str, *, duration_s: int, connections: int,
+             token: str | None, rate: float | None = None) -> Window:
+    before = meter.sample()
+    result = run_wrk(url, duration_s=duration_s, connections=connections, token=token, rate=rate)
+    return Window(result, CpuMeter.window(before, meter.sample()))
 
 
 def seed_quote(client: redis.Redis, code: str) -> None:
@@ -64,16 +97,28 @@ def seed_quote(client: redis.Redis, code: str) -> None:
     client.set(NAMES.quote(code), quote.to_json())
 
 
+def master_codes(count: int, besides: str) -> list[str]:
+    """`count` instruments of the shipped master (what a fresh database holds): the admin
+    routes subscribe only instruments the master knows (api.instruments.gate)."""
+    records = by_code([read_master(path) for path in shipped_paths()])
+    codes = [code for code, record in sorted(records.items())
+             if record.status is not ListingStatus.DELISTED and code != besides]
+    if len(codes) < count:
+        raise BenchError(f"the shipped master has {len(codes)} instruments, not {count}")
+    return codes[:count]
+
+
 def subscribe_round_trips(base_url: str, count: int) -> dict[str, list[float]]:
     timings: dict[str, list[float]] = {"subscribe": [], "unsubscribe": []}
+    codes = master_codes(count, besides=SEEDED)
     with httpx.Client(base_url=base_url, timeout=30) as http:
         login = http.post("/api/v1/auth/login",
                           json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
         login.raise_for_status()
         headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
         prefix = "/api/v1/admin/websocket/subscriptions"
-        for serial in range(count):
-            topic = TOPICS.topic(f"A8{serial:05d}")
+        for code in codes:
+            topic = TOPICS.topic(code)
             for kind, method in (("subscribe", "POST"), ("unsubscribe", "DELETE")):
                 started = time.perf_counter()
                 answer = http.request(method, f"{prefix}/{kind}", params={"topic": topic},
@@ -102,18 +147,24 @@ def run(options: argparse.Namespace) -> None:
                "WEB_CONCURRENCY": str(options.workers), "LOG_LEVEL": "WARNING",
                "STOCKING_ADMIN_EMAIL": ADMIN_EMAIL, "STOCKING_ADMIN_PASSWORD": ADMIN_PASSWORD,
                "SIM_PORT": str(sim_port), "RELAYER_UPSTREAM_URL": f"ws://127.0.0.1:{sim_port}/ws",
-               "RELAYER_SUBSCRIBE": "A005930"}
-        stack.enter_context(process(
+               "RELAYER_SUBSCRIBE": SEEDED}
+        redis_child = stack.enter_context(process(
             [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", tmp], env, folder / "redis.log"))
         client = redis.Redis.from_url(redis_url)
         wait_until(client.ping, "redis-server")
         upgrade(database_url, configure_logging=False)
-        stack.enter_context(process([python, "-m", "relayer.sim"], env, folder / "sim.log"))
-        stack.enter_context(process([python, "-m", "relayer"], env, folder / "relayer.log"))
-        stack.enter_context(process(
+        sim = stack.enter_context(process([python, "-m", "relayer.sim"], env,
+                                          folder / "sim.log"))
+        relayer = stack.enter_context(process([python, "-m", "relayer"], env,
+                                              folder / "relayer.log"))
+        api = stack.enter_context(process(
             [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "api.main:app"], env,
             folder / "gunicorn.log"))
+        meter = CpuMeter({"api": lambda: process_group(api.pid),
+                          "redis": lambda: process_group(redis_child.pid),
+                          "relayer": lambda: process_group(relayer.pid),
+                          "sim": lambda: process_group(sim.pid)})
         base = f"http://127.0.0.1:{api_port}"
         wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, "gunicorn")
         # A quote that does not move, so every read returns the same bytes.
@@ -126,17 +177,20 @@ def run(options: argparse.Namespace) -> None:
         print(f"warming up ({options.workers} workers) ...", flush=True)
         run_wrk(f"{base}/health", duration_s=2, connections=options.connections, token=None)
         run_wrk(quote_url, duration_s=2, connections=options.connections, token=token)
-        print("full speed ...", flush=True)
-        hello = run_wrk(f"{base}/health", duration_s=options.duration,
-                        connections=options.connections, token=None)
-        quotes = run_wrk(quote_url, duration_s=options.duration,
-                         connections=options.connections, token=token)
-        half = hello.requests_per_s / 2
+        hellos: list[Window] = []
+        quotes: list[Window] = []
+        for turn in range(1, options.rounds + 1):
+            print(f"full speed, round {turn} of {options.rounds} ...", flush=True)
+            hellos.append(measured(meter, f"{base}/health", duration_s=options.duration,
+                                   connections=options.connections, token=None))
+            quotes.append(measured(meter, quote_url, duration_s=options.duration,
+                                   connections=options.connections, token=token))
+        half = statistics.median(w.result.requests_per_s for w in hellos) / 2
         print(f"throttled at {half:,.0f} req/s ...", flush=True)
-        throttled = run_wrk(quote_url, duration_s=options.duration,
-                            connections=options.connections, token=token, rate=half)
-        hello_throttled = run_wrk(f"{base}/health", duration_s=options.duration,
-                                  connections=options.connections, token=None, rate=half)
+        throttled = measured(meter, quote_url, duration_s=options.duration,
+                             connections=options.connections, token=token, rate=half)
+        hello_throttled = measured(meter, f"{base}/health", duration_s=options.duration,
+                                   connections=options.connections, token=None, rate=half)
 
         wait_until(lambda: client.hget(NAMES.relayer_health, "state") == b"connected",
                    "the relayer")
@@ -145,14 +199,26 @@ def run(options: argparse.Namespace) -> None:
 
     print()
     print(f"machine: {os.cpu_count()} CPUs; Gunicorn {options.workers} Uvicorn workers; "
-          f"wrk -t2 -c{options.connections} -d{options.duration}s")
-    print(f"{'route':<44} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
-    for name, result in (("GET /health (hello)", hello), ("GET /.../stock/{code}", quotes),
-                         ("GET /.../stock/{code} at half hello rate", throttled),
-                         ("GET /health at the same throttle", hello_throttled)):
+          f"wrk -t2 -c{options.connections} -d{options.duration}s; {options.rounds} rounds")
+    print(f"{'route':<44} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
+          f"{'API us/req':>10} {'other %':>8}")
+    rows = [(f"round {turn}: {name}", window)
+            for turn, pair in enumerate(zip(hellos, quotes, strict=True), 1)
+            for name, window in zip(("GET /health (hello)", "GET /.../stock/{code}"), pair,
+                                    strict=True)]
+    rows += [("GET /.../stock/{code} at half hello rate", throttled),
+             ("GET /health at the same throttle", hello_throttled)]
+    for name, window in rows:
+        result = window.result
         print(f"{name:<44} {result.requests_per_s:>10,.0f} {result.p50_ms:>8.2f} "
-              f"{result.p99_ms:>8.2f} {result.non_2xx:>8}")
-    print(f"quote / hello: {quotes.requests_per_s / hello.requests_per_s:.0%}")
+              f"{result.p99_ms:>8.2f} {result.non_2xx:>8} {window.api_us_per_request:>10.0f} "
+              f"{window.cpu['other']:>8.0f}")
+    ratios = [q.result.requests_per_s / h.result.requests_per_s
+              for h, q in zip(hellos, quotes, strict=True)]
+    print(f"quote / hello: {statistics.median(ratios):.0%} (median of "
+          f"{', '.join(f'{ratio:.0%}' for ratio in ratios)}); API CPU per request: hello "
+          f"{statistics.median(w.api_us_per_request for w in hellos):.0f} us, quote "
+          f"{statistics.median(w.api_us_per_request for w in quotes):.0f} us")
     print()
     print(f"{'admin round trip':<14} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     for kind, values in trips.items():
@@ -165,6 +231,8 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
     parser.add_argument("--connections", type=int, default=20, help="wrk connections (20)")
     parser.add_argument("--workers", type=int, default=2, help="Gunicorn workers (2)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="turns of hello then quote at full speed (3)")
     parser.add_argument("--round-trips", type=int, default=200,
                         help="admin subscribe/unsubscribe pairs (200)")
     options = parser.parse_args()

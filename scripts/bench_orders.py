@@ -44,12 +44,30 @@ fills worker look at them first (its catch-up of new orders). Then
 each figure is late by up to one pause plus one query (the report gives the query's mean
 time); the tick write time is taken just before the EVAL of the relayer's script.
 
+The floors (after the API runs; --no-floor skips them, --floor-only runs nothing else): what
+the database allows on this machine for the same work with no web framework. For each of
+--connections, N client threads (in FLOOR_PROCESSES processes, so that one GIL is not the limit),
+each with its own PyMySQL connection to the same database and its own users (as in the API runs),
+place market buys of 1 share for --floor-warmup s, then --duration s measured: orders/s, latency
+per order (the whole transaction), MariaDB's CPU and statements per order. Two variants:
+- `same`: the round trips the API makes for a market BUY today, with SQLAlchemy's own SQL text
+  (the pool's ping, 14 statements, COMMIT, the pool's reset ROLLBACK);
+- `lean`: the lean transaction proposed in issue 16 (lock the account, insert the order as it
+  ends, upsert the position, the ledger rows in one insert, update the account, insert the fill,
+  the three events in one insert, COMMIT).
+Each API BUY run is then printed as a share of both floors. Their orders count in the SQL checks.
+
+--py-spy PATH: after each connection count's runs, one more BUY run with both workers recorded
+by py-spy (100 Hz, the thread holding the GIL), and the samples grouped by the innermost library or
+module (PROFILE_GROUPS), in shares and in µs of the workers' CPU per order.
+
 Exits 1 if anything failed (a non-2xx answer, a socket error, an exception in a log, a failed
-check), 2 if the benchmark could not run; a missed target is only reported.
+check, a floor error), 2 if the benchmark could not run; a missed target is only reported.
 
     .venv/bin/python scripts/bench_orders.py [--duration 10] [--connections 20[,50...]]
         [--users 200] [--limit-orders 200] [--workers 2] [--poll-ms 1] [--logs DIR]
-        [--api-env NAME=VALUE ...]
+        [--api-env NAME=VALUE ...] [--no-floor | --floor-only] [--floor-warmup 2]
+        [--py-spy /tmp/pyspy/bin/py-spy]
         [--mysql-url mysql+pymysql://root@127.0.0.1:3306/]
 """
 
@@ -57,7 +75,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import multiprocessing
 import os
+import queue
 import re
 import secrets
 import shutil
@@ -77,6 +98,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pymysql  # type: ignore[import-untyped]  # (no stubs) the floor's driver, as the API's
 import redis
 
 # A sibling script (scripts/ is on sys.path when this runs as a script); it also puts the
@@ -95,10 +117,12 @@ from bench_support import (
     wait_until,
 )
 from sqlalchemy import Engine, create_engine, insert, make_url, select, text
+from sqlalchemy.orm import Session
 
 from api.auth.tokens import Principal, TokenType, issue
+from api.ledger.service import open_account
 from api.migrate import upgrade
-from api.models import Role, User
+from api.models import Position, Role, User
 from relayer.bus import STREAM_QUOTE_FIELD, BusNames, Quote, format_utc
 from relayer.publisher import WRITE_TICKS
 
@@ -490,6 +514,479 @@ def log_lines(log: Path, pattern: str) -> list[str]:
             if re.search(pattern, line)]
 
 
+# --- the floor: the order's statements from a lean client ---------------------------------------
+
+# A market BUY of 1 share at PRICE, written as the API writes it: the hold it places before the
+# fill (the value at the day's upper limit, 91,000, plus its commission) and the commission.
+FLOOR_HOLD = 91_013
+FLOOR_COMMISSION = 10  # 0.015% of 70,000, rounded down
+FLOOR_TICK = "floor-tick"
+FLOOR_PROCESSES = 2  # client processes (one per core), so that one GIL is not the limit
+FLOOR_VARIANTS = {
+    "same": "the API's statements (ping, 14 statements, COMMIT, the pool's ROLLBACK)",
+    "lean": "the lean transaction of issue 16 (7 statements and COMMIT)",
+}
+
+# The statements of one market BUY as the API issues them today on MariaDB (captured with a
+# SQLAlchemy `before_cursor_execute` listener and PyMySQL's `_execute_command`; listed in
+# docs/BENCHMARKS.md), with SQLAlchemy's own text and parameter names: PyMySQL interpolates
+# them on the client, as it does for the API.
+SELECT_ACCOUNT = (
+    "SELECT accounts.user_id, accounts.cash, accounts.held_cash, accounts.clawback_due, "
+    "accounts.fees_paid, accounts.taxes_paid, accounts.created_at, accounts.updated_at \n"
+    "FROM accounts \nWHERE accounts.user_id = %(user_id_1)s FOR UPDATE")
+SELECT_POSITION = (
+    "SELECT positions.user_id, positions.code, positions.quantity, positions.held_quantity, "
+    "positions.cost_basis, positions.purchase_value, positions.realized_pnl, "
+    "positions.updated_at \nFROM positions \nWHERE positions.user_id = %(user_id_1)s AND "
+    "positions.code = %(code_1)s FOR UPDATE")
+ORDER_COLUMNS = ("user_id", "client_order_id", "code", "market", "security_kind", "side", "type",
+                 "time_in_force", "quantity", "price", "status", "reason", "filled_quantity",
+                 "filled_value", "held_cash", "rests_after", "checked_upto", "expires_at",
+                 "activates_at", "session", "created_at", "updated_at")
+FILL_COLUMNS = ("order_id", "user_id", "code", "side", "quantity", "price", "value",
+                "commission", "tax", "securities_transaction_tax", "rural_special_tax",
+                "tick_id", "tick_seq", "tick_ts", "rule", "cost_basis_sold", "realized_pnl",
+                "created_at")
+LEDGER_COLUMNS = ("user_id", "type", "amount", "balance_before", "balance_after", "reference",
+                  "created_at")
+EVENT_COLUMNS = ("user_id", "type", "event", "data", "created_at")
+
+
+def _insert(table: str, columns: tuple[str, ...], rows: int = 1, suffix: str = "") -> str:
+    """INSERT of `rows` rows, parameters named as SQLAlchemy names them (`col`, or `col__n`
+    in a multi-row insert)."""
+    def values(row: int | None) -> str:
+        tail = "" if row is None else f"__{row}"
+        return "(" + ", ".join(f"%({column}{tail})s" for column in columns) + ")"
+    rendered = (values(None) if rows == 1 else ", ".join(values(row) for row in range(rows)))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {rendered}{suffix}"
+
+
+def _numbered(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {f"{name}__{index}": value for index, row in enumerate(rows)
+            for name, value in row.items()}
+
+
+INSERT_ORDER = _insert("orders", ORDER_COLUMNS)
+INSERT_FILL = _insert("fills", FILL_COLUMNS)
+INSERT_EVENT = _insert("user_events", EVENT_COLUMNS)
+INSERT_TWO_LEDGER_ROWS = _insert(
+    "ledger_entries", LEDGER_COLUMNS, 2,
+    " RETURNING ledger_entries.id, ledger_entries.id AS id__1")
+UPDATE_ACCOUNT_HOLD = ("UPDATE accounts SET held_cash=%(held_cash)s, updated_at=%(updated_at)s "
+                       "WHERE accounts.user_id = %(accounts_user_id)s")
+UPDATE_ORDER_HOLD = ("UPDATE orders SET held_cash=%(held_cash)s, updated_at=%(updated_at)s "
+                     "WHERE orders.id = %(orders_id)s")
+UPDATE_ACCOUNT_FILL = ("UPDATE accounts SET cash=%(cash)s, held_cash=%(held_cash)s, "
+                       "fees_paid=%(fees_paid)s, updated_at=%(updated_at)s "
+                       "WHERE accounts.user_id = %(accounts_user_id)s")
+UPDATE_ORDER_FILLED = ("UPDATE orders SET status=%(status)s, filled_quantity=%(filled_quantity)s, "
+                       "filled_value=%(filled_value)s, held_cash=%(held_cash)s, "
+                       "updated_at=%(updated_at)s WHERE orders.id = %(orders_id)s")
+UPDATE_POSITION = ("UPDATE positions SET quantity=%(quantity)s, cost_basis=%(cost_basis)s, "
+                   "purchase_value=%(purchase_value)s, updated_at=%(updated_at)s "
+                   "WHERE positions.user_id = %(positions_user_id)s AND "
+                   "positions.code = %(positions_code)s")
+SELECT_FILLS = ("SELECT " + ", ".join(f"fills.{c}" for c in ("id", *FILL_COLUMNS))
+                + " \nFROM fills \nWHERE fills.order_id = %(order_id_1)s ORDER BY fills.id")
+
+# The lean transaction (issue 16): lock the account; insert the order as it ends; upsert the
+# position; the ledger rows in one insert; update the account; insert the fill; the events in
+# one insert; COMMIT. No ping, no reset ROLLBACK, nothing read back.
+LEAN_SELECT_ACCOUNT = "SELECT cash, fees_paid FROM accounts WHERE user_id = %s FOR UPDATE"
+LEAN_UPSERT_POSITION = (
+    "INSERT INTO positions (user_id, code, quantity, held_quantity, cost_basis, purchase_value, "
+    "realized_pnl, updated_at) VALUES (%s, %s, 1, 0, %s, %s, 0, %s) ON DUPLICATE KEY UPDATE "
+    "quantity = quantity + 1, cost_basis = cost_basis + VALUES(cost_basis), "
+    "purchase_value = purchase_value + VALUES(purchase_value), updated_at = VALUES(updated_at)")
+LEAN_INSERT_LEDGER = _insert("ledger_entries", LEDGER_COLUMNS, 2)
+LEAN_UPDATE_ACCOUNT = ("UPDATE accounts SET cash = %s, fees_paid = %s, updated_at = %s "
+                       "WHERE user_id = %s")
+LEAN_INSERT_EVENTS = _insert("user_events", EVENT_COLUMNS, 3)
+
+
+def _stamp(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _order_json(order_id: int, code: str, at: datetime, *, filled: bool,
+                fill: dict[str, Any] | None) -> str:
+    """The order as the API's events carry it (`OrderDetailOut`), same keys and sizes."""
+    return json.dumps({
+        "id": order_id, "client_order_id": None, "code": code, "side": "BUY", "type": "MARKET",
+        "time_in_force": "DAY", "quantity": 1, "price": None,
+        "status": "FILLED" if filled else "OPEN", "reason": None, "session": "CONTINUOUS",
+        "filled_quantity": 1 if filled else 0, "remaining_quantity": 0 if filled else 1,
+        "avg_fill_price": f"{PRICE}.00" if filled else None,
+        "held_cash": 0 if filled else FLOOR_HOLD, "expires_at": None, "activates_at": None,
+        "created_at": _stamp(at), "updated_at": _stamp(at),
+        "fills": [fill] if fill is not None else []}, separators=(",", ":"))
+
+
+def _fill_json(fill_id: int, at: datetime) -> dict[str, Any]:
+    return {"id": fill_id, "quantity": 1, "price": PRICE, "value": PRICE,
+            "commission": FLOOR_COMMISSION, "tax": 0, "securities_transaction_tax": 0,
+            "rural_special_tax": 0, "tick_id": FLOOR_TICK, "tick_seq": 1,
+            "tick_ts": _stamp(at), "rule": "market_order_last_trade",
+            "created_at": _stamp(at)}
+
+
+def _order_row(user_id: int, code: str, at: datetime, *, filled: bool) -> dict[str, Any]:
+    return {"user_id": user_id, "client_order_id": None, "code": code, "market": "KOSPI",
+            "security_kind": "STOCK", "side": "BUY", "type": "MARKET", "time_in_force": "DAY",
+            "quantity": 1, "price": None, "status": "FILLED" if filled else "OPEN",
+            "reason": None, "filled_quantity": 1 if filled else 0,
+            "filled_value": PRICE if filled else 0, "held_cash": 0, "rests_after": None,
+            "checked_upto": None, "expires_at": None, "activates_at": None,
+            "session": "CONTINUOUS", "created_at": at, "updated_at": at}
+
+
+def _fill_row(order_id: int, user_id: int, code: str, at: datetime) -> dict[str, Any]:
+    return {"order_id": order_id, "user_id": user_id, "code": code, "side": "BUY",
+            "quantity": 1, "price": PRICE, "value": PRICE, "commission": FLOOR_COMMISSION,
+            "tax": 0, "securities_transaction_tax": 0, "rural_special_tax": 0,
+            "tick_id": FLOOR_TICK, "tick_seq": 1, "tick_ts": _stamp(at),
+            "rule": "market_order_last_trade", "cost_basis_sold": None, "realized_pnl": None,
+            "created_at": at}
+
+
+def _ledger_rows(user_id: int, order_id: int, cash: int, at: datetime) -> list[dict[str, Any]]:
+    reference = f"{order_id}@{FLOOR_TICK}"
+    bought = cash - PRICE
+    return [{"user_id": user_id, "type": "BUY", "amount": -PRICE, "balance_before": cash,
+             "balance_after": bought, "reference": reference, "created_at": at},
+            {"user_id": user_id, "type": "FEE", "amount": -FLOOR_COMMISSION,
+             "balance_before": bought, "balance_after": bought - FLOOR_COMMISSION,
+             "reference": reference, "created_at": at}]
+
+
+def _event(user_id: int, type_: str, event: str, data: str, at: datetime) -> dict[str, Any]:
+    return {"user_id": user_id, "type": type_, "event": event, "data": data, "created_at": at}
+
+
+def same_buy(connection: Any, user_id: int, code: str) -> None:
+    """One market BUY with exactly the round trips the API makes for it (the user's position
+    exists: every user's first order opened it)."""
+    connection.ping(reconnect=False)  # the pool's pre-ping at checkout
+    with connection.cursor() as cursor:
+        cursor.execute(SELECT_ACCOUNT, {"user_id_1": user_id})
+        _, cash, held, _, fees, *_ = cursor.fetchone()
+        cursor.execute(SELECT_POSITION, {"user_id_1": user_id, "code_1": code})
+        _, _, quantity, _, cost_basis, purchase_value, *_ = cursor.fetchone()
+        at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        cursor.execute(INSERT_ORDER, _order_row(user_id, code, at, filled=False))
+        order_id = cursor.lastrowid
+        cursor.execute(UPDATE_ACCOUNT_HOLD, {"held_cash": held + FLOOR_HOLD, "updated_at": at,
+                                             "accounts_user_id": user_id})
+        cursor.execute(UPDATE_ORDER_HOLD, {"held_cash": FLOOR_HOLD, "updated_at": at,
+                                           "orders_id": order_id})
+        cursor.execute(UPDATE_ACCOUNT_FILL, {
+            "cash": cash - PRICE - FLOOR_COMMISSION, "held_cash": held,
+            "fees_paid": fees + FLOOR_COMMISSION, "updated_at": at, "accounts_user_id": user_id})
+        cursor.execute(INSERT_FILL, _fill_row(order_id, user_id, code, at))
+        fill_id = cursor.lastrowid
+        cursor.execute(INSERT_TWO_LEDGER_ROWS,
+                       _numbered(_ledger_rows(user_id, order_id, cash, at)))
+        cursor.fetchall()
+        cursor.execute(UPDATE_ORDER_FILLED, {
+            "status": "FILLED", "filled_quantity": 1, "filled_value": PRICE, "held_cash": 0,
+            "updated_at": at, "orders_id": order_id})
+        cursor.execute(UPDATE_POSITION, {
+            "quantity": quantity + 1, "cost_basis": cost_basis + PRICE + FLOOR_COMMISSION,
+            "purchase_value": purchase_value + PRICE, "updated_at": at,
+            "positions_user_id": user_id, "positions_code": code})
+        fill = _fill_json(fill_id, at)
+        cursor.execute(INSERT_EVENT, _event(
+            user_id, "order", "created", _order_json(order_id, code, at, filled=False,
+                                                     fill=None), at))
+        cursor.execute(INSERT_EVENT, _event(
+            user_id, "fill", "executed",
+            json.dumps({**fill, "order_id": order_id}, separators=(",", ":")), at))
+        cursor.execute(SELECT_FILLS, {"order_id_1": order_id})
+        cursor.fetchall()
+        cursor.execute(INSERT_EVENT, _event(
+            user_id, "order", "filled", _order_json(order_id, code, at, filled=True, fill=fill),
+            at))
+    connection.commit()
+    connection.rollback()  # the pool's reset when the connection is returned
+
+
+def lean_buy(connection: Any, user_id: int, code: str) -> None:
+    """One market BUY as the lean transaction of issue 16 writes it."""
+    with connection.cursor() as cursor:
+        cursor.execute(LEAN_SELECT_ACCOUNT, (user_id,))
+        cash, fees = cursor.fetchone()
+        at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        cursor.execute(INSERT_ORDER, _order_row(user_id, code, at, filled=True))
+        order_id = cursor.lastrowid
+        cursor.execute(LEAN_UPSERT_POSITION, (user_id, code, PRICE + FLOOR_COMMISSION, PRICE, at))
+        cursor.execute(LEAN_INSERT_LEDGER, _numbered(_ledger_rows(user_id, order_id, cash, at)))
+        cursor.execute(LEAN_UPDATE_ACCOUNT, (cash - PRICE - FLOOR_COMMISSION,
+                                             fees + FLOOR_COMMISSION, at, user_id))
+        cursor.execute(INSERT_FILL, _fill_row(order_id, user_id, code, at))
+        fill = _fill_json(cursor.lastrowid, at)
+        cursor.execute(LEAN_INSERT_EVENTS, _numbered([
+            _event(user_id, "order", "created",
+                   _order_json(order_id, code, at, filled=False, fill=None), at),
+            _event(user_id, "fill", "executed",
+                   json.dumps({**fill, "order_id": order_id}, separators=(",", ":")), at),
+            _event(user_id, "order", "filled",
+                   _order_json(order_id, code, at, filled=True, fill=fill), at)]))
+    connection.commit()
+
+
+FLOOR_ORDERS: dict[str, Callable[[Any, int, str], None]] = {"same": same_buy, "lean": lean_buy}
+
+
+def floor_connection(database_url: str) -> Any:
+    """A PyMySQL connection set up as the API's engine sets up its own (api.db.make_engine):
+    READ COMMITTED, a 5 s lock wait, no autocommit."""
+    url = make_url(database_url)
+    connection = pymysql.connect(
+        host=url.host or "127.0.0.1", port=url.port or 3306, user=url.username or "root",
+        password=url.password or "", database=url.database, charset="utf8mb4",
+        autocommit=False, init_command="SET SESSION innodb_lock_wait_timeout = 5")
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    return connection
+
+
+@dataclass
+class FloorClientResult:
+    committed: int  # every order committed, window or not
+    latencies_ms: list[float]  # the orders that started and ended inside the window
+    errors: list[str]
+
+
+def floor_client(database_url: str, variant: str, users: list[tuple[int, str]],
+                 window: tuple[float, float]) -> FloorClientResult:
+    """One connection placing market buys for its own users in turn, until the window ends
+    (monotonic clock); an order's latency is its whole transaction, round trips included."""
+    place = FLOOR_ORDERS[variant]
+    connection = floor_connection(database_url)
+    result = FloorClientResult(0, [], [])
+    start, end = window
+    try:
+        for user_id, code in itertools.cycle(users):
+            began = time.monotonic()
+            if began >= end:
+                break
+            try:
+                place(connection, user_id, code)
+            except pymysql.MySQLError as exc:
+                result.errors.append(f"{type(exc).__name__}: {exc}")
+                try:
+                    connection.rollback()
+                except pymysql.MySQLError:
+                    break  # the connection is gone: this client stops, its error reported
+                continue
+            done = time.monotonic()
+            result.committed += 1
+            if began >= start and done <= end:
+                result.latencies_ms.append((done - began) * 1000)
+    finally:
+        connection.close()
+    return result
+
+
+def floor_process(database_url: str, variant: str, clients: list[list[tuple[int, str]]],
+                  warmup_s: float, duration_s: float, ready: Any, results: Any) -> None:
+    """A client process: one thread per client, started together once every process is
+    ready (the barrier); puts its clients' results together on `results`."""
+    ready.wait()
+    start = time.monotonic() + warmup_s
+    window = (start, start + duration_s)
+    with ThreadPoolExecutor(len(clients)) as pool:
+        done = list(pool.map(lambda users: floor_client(database_url, variant, users, window),
+                             clients))
+    results.put(FloorClientResult(sum(r.committed for r in done),
+                                  [ms for r in done for ms in r.latencies_ms],
+                                  [e for r in done for e in r.errors]))
+
+
+@dataclass
+class FloorRun:
+    variant: str
+    connections: int
+    processes: int
+    duration_s: float
+    latencies_ms: list[float]
+    committed: int
+    errors: list[str]
+    cpu: dict[str, float]
+    server: dict[str, int]
+
+    @property
+    def orders_per_s(self) -> float:
+        return len(self.latencies_ms) / self.duration_s
+
+    def per_order_us(self, part: str) -> float:
+        return self.cpu[part] / 100 / max(self.orders_per_s, 1) * 1e6
+
+
+def floor_run(database_url: str, engine: Engine, users: list[tuple[int, str]], *, variant: str,
+              connections: int, warmup_s: float, duration_s: float,
+              server_pids: Callable[[], list[int]]) -> FloorRun:
+    """`connections` clients, each on its own PyMySQL connection with its own users (user i
+    goes to client i mod connections, so no user is asked twice at once, as in the API runs),
+    in FLOOR_PROCESSES processes; `warmup_s` then `duration_s` measured."""
+    processes = min(FLOOR_PROCESSES, connections)
+    own = [users[client::connections] for client in range(connections)]
+    # Forked, not spawned: a spawned child imports this script again (the API's modules with
+    # it), seconds per process on this machine. Nothing the children inherit is used by them:
+    # each opens its own connection, and multiprocessing ends them with os._exit, so the
+    # parent's pooled connections are never closed from a child.
+    context = multiprocessing.get_context("fork")
+    ready = context.Barrier(processes + 1)
+    results = context.Queue()
+    children = [context.Process(
+        target=floor_process, name=f"floor-{index}",
+        args=(database_url, variant, own[index::processes], warmup_s, duration_s, ready,
+              results)) for index in range(processes)]
+    for child in children:
+        child.start()
+    meter = CpuMeter({"mariadb": server_pids,
+                      "clients": lambda: [c.pid for c in children if c.pid is not None]})
+    try:
+        ready.wait(timeout=60)
+        start = time.monotonic() + warmup_s
+        time.sleep(max(0.0, start - time.monotonic()))
+        before, counters_before = meter.sample(), server_counters(engine)
+        time.sleep(max(0.0, start + duration_s - time.monotonic()))
+        after, counters_after = meter.sample(), server_counters(engine)
+        try:
+            done = [results.get(timeout=60) for _ in children]
+        except queue.Empty:
+            raise BenchError(f"a floor client process ended without its results ({variant}, "
+                             f"{connections} connections)") from None
+    finally:
+        for child in children:
+            child.join(timeout=10)
+            if child.is_alive():
+                child.kill()
+    return FloorRun(variant, connections, processes, duration_s,
+                    [ms for r in done for ms in r.latencies_ms], sum(r.committed for r in done),
+                    [e for r in done for e in r.errors], CpuMeter.window(before, after),
+                    {key: counters_after[key] - counters_before[key] for key in SERVER_COUNTERS})
+
+
+def server_pids_of(engine: Engine) -> Callable[[], list[int]]:
+    """The pid of the MariaDB server at the engine's URL, from its pid file (test suites may
+    run private `mariadbd`s beside it); any process named mariadbd or mysqld if unreadable
+    (a server on another host: then its CPU is not measured)."""
+    with engine.connect() as sql:
+        pid_file = sql.execute(text("SELECT @@pid_file")).scalar()
+    try:
+        pid = int(Path(str(pid_file)).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return lambda: pids_named("mariadbd") or pids_named("mysqld")
+    return lambda: [pid]
+
+
+# --- where the API's CPU goes (py-spy) ----------------------------------------------------------
+
+# A sample belongs to the group of its innermost frame that matches one (the first pattern that
+# matches that frame); samples with no matching frame are "other".
+PROFILE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("PyMySQL (the driver and its socket I/O)", ("/pymysql/",)),
+    ("SQLAlchemy (ORM unit of work, Core, pool)", ("/sqlalchemy/",)),
+    ("pydantic (validation, serialisation)", ("/pydantic/", "/pydantic_core/")),
+    ("metrics (middleware, Prometheus files)", ("/prometheus_client/", "/api/system/metrics.py")),
+    ("events (api/streams/events.py itself)", ("/api/streams/",)),
+    ("Redis client (the market snapshot)", ("/redis/",)),
+    ("auth (JWT, token cache)", ("/jwt/", "/api/auth/")),
+    ("HTTP: Uvicorn, Starlette, FastAPI", ("/uvicorn/", "/uvicorn_worker/", "/starlette/",
+                                           "/fastapi/", "/httptools/", "/h11/", "/gunicorn/")),
+    ("thread hop and event loop (anyio, asyncio, threads)",
+     ("/anyio/", "/asyncio/", "/concurrent/futures/", "/threading.py", "/queue.py",
+      "/uvloop/", "/api/db.py")),
+    ("our rules and services (api/)", ("/api/", "/relayer/")),
+)
+OTHER_GROUP = "other (standard library, interpreter)"
+PROFILE_PASS_THROUGH = "/asyncio/streams.py"
+PROFILE_HZ = 100
+# Inclusive shares: samples with such a frame anywhere in the stack (function, file pattern).
+PROFILE_SPANS: tuple[tuple[str, str, str], ...] = (
+    ("the SQL unit of work (api.orders.service._place, in a thread)", "_place",
+     "/api/orders/service.py"),
+    ("  of which the ORM's flushes (Session.flush)", "flush", "/sqlalchemy/orm/session.py"),
+    ("  of which recording the events (api.streams.events.record_*)", "", "/api/streams/events.py"),
+    ("  of which the COMMIT", "commit", "/pymysql/connections.py"),
+    ("the market snapshot (api.orders.snapshot.market_snapshot)", "market_snapshot",
+     "/api/orders/snapshot.py"),
+    ("the pool's checkout ping and reset ROLLBACK", "", "/sqlalchemy/pool/"),
+)
+_FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+@dataclass
+class Profile:
+    samples: int
+    groups: Counter[str]
+    spans: Counter[str]
+
+
+def read_profile(paths: list[Path]) -> Profile:
+    """py-spy's raw (collapsed) stacks, `frame;frame;... count`, root first."""
+    groups: Counter[str] = Counter()
+    spans: Counter[str] = Counter()
+    samples = 0
+    for path in paths:
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, weight = line.rpartition(" ")
+            if not stack or not weight.isdigit():
+                continue
+            frames = []
+            for text_ in stack.split(";"):
+                match = _FRAME.match(text_)
+                if match:
+                    frames.append((match["name"], "/" + match["file"].lstrip("/")))
+            n = int(weight)
+            samples += n
+            groups[_group_of(frames)] += n
+            for label, name, pattern in PROFILE_SPANS:
+                if any(pattern in file and (not name or func.rpartition(".")[2] == name)
+                       for func, file in frames):  # py-spy names methods Class.method
+                    spans[label] += n
+    return Profile(samples, groups, spans)
+
+
+def _group_of(frames: list[tuple[str, str]]) -> str:
+    for _, file in reversed(frames):
+        if PROFILE_PASS_THROUGH in file:
+            continue  # asyncio's streams write for their caller (the Redis client)
+        for group, patterns in PROFILE_GROUPS:
+            if any(pattern in file for pattern in patterns):
+                return group
+    return OTHER_GROUP
+
+
+@contextmanager
+def profiled(py_spy: str, pids: list[int], seconds: int, folder: Path,
+             label: str) -> Iterator[list[Path]]:
+    """py-spy records each pid for `seconds` while the body runs: 100 samples/s, without
+    pausing the process, of the thread holding the GIL only (without `--gil`, threads blocked
+    in a socket read or waiting for the GIL count as busy: most samples were PyMySQL "reading"
+    while another thread ran). Yields the files it writes, complete once the body returned."""
+    outputs = [folder / f"py-spy-{label}-{pid}.txt" for pid in pids]
+    recorders = [subprocess.Popen(
+        [py_spy, "record", "--pid", str(pid), "--rate", str(PROFILE_HZ), "--duration",
+         str(seconds),
+         "--gil", "--format", "raw", "--full-filenames", "--nonblocking", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for pid, out in zip(pids, outputs, strict=True)]
+    try:
+        yield outputs
+    finally:
+        for recorder in recorders:
+            try:
+                recorder.wait(timeout=seconds + 30)
+            except subprocess.TimeoutExpired:
+                recorder.kill()
+                recorder.wait()
+
+
 # --- setup --------------------------------------------------------------------------------------
 
 
@@ -538,38 +1035,86 @@ def server_facts(engine: Engine) -> str:
 
 @dataclass
 class Outcome:
-    """Everything the report needs."""
+    """Everything the report needs (with --floor-only, only the floors and the checks)."""
 
     facts: str
     load_before: tuple[float, float, float]
     users: int
-    first: FirstOrders
+    first: FirstOrders | None
     warmups: list[MarketRun]
     runs: list[MarketRun]
-    limits: LimitResult
+    limits: LimitResult | None
     fills_retries: int
     problems: list[str]
     errors: Counter[str]  # exception lines in the logs
+    floors: list[FloorRun] = field(default_factory=list)
+    profiles: list[tuple[MarketRun, Profile]] = field(default_factory=list)
+
+
+def open_floor_accounts(engine: Engine, users: list[tuple[int, str]]) -> None:
+    """For --floor-only: what the API and the first orders leave before the market runs, each
+    user's cash account (opened by the API's own function, with its DEPOSIT row and event) and
+    an empty position in the user's code."""
+    with Session(engine) as session, session.begin():
+        for user_id, code in users:
+            open_account(session, user_id, INITIAL_CASH)
+            session.add(Position(user_id=user_id, code=code, quantity=0, held_quantity=0,
+                                 cost_basis=0, purchase_value=0, realized_pnl=0))
+
+
+def floor_runs(options: argparse.Namespace, database_url: str, engine: Engine,
+               users: list[tuple[int, str]], connection_counts: list[int],
+               server_pids: Callable[[], list[int]]) -> list[FloorRun]:
+    runs = []
+    for connections in connection_counts:
+        for variant in FLOOR_VARIANTS:
+            print(f"floor, {connections} connections: {variant} ...", flush=True)
+            runs.append(floor_run(database_url, engine, users, variant=variant,
+                                  connections=connections, warmup_s=options.floor_warmup,
+                                  duration_s=options.duration, server_pids=server_pids))
+    return runs
+
+
+def run_floor_only(options: argparse.Namespace, connection_counts: list[int]) -> Outcome:
+    load_before = os.getloadavg()
+    with ExitStack() as stack:
+        database_url = stack.enter_context(bench_database(options.mysql_url))
+        engine = create_engine(database_url, isolation_level="AUTOCOMMIT", pool_size=2)
+        stack.callback(engine.dispose)
+        facts = server_facts(engine)
+        users = [(user_id, MARKET_CODES[index % len(MARKET_CODES)])
+                 for index, (user_id, _) in enumerate(add_users(engine, options.users))]
+        open_floor_accounts(engine, users)
+        floors = floor_runs(options, database_url, engine, users, connection_counts,
+                            server_pids_of(engine))
+        committed = sum(floor.committed for floor in floors)
+        problems = check_database(engine, committed, 0)
+    return Outcome(facts, load_before, len(users), None, [], [], None, 0, problems, Counter(),
+                   floors)
 
 
 def run(options: argparse.Namespace) -> Outcome:
+    if options.users % 2:
+        raise BenchError("--users must be even (each of the 2 wrk threads takes half)")
+    connection_counts = [int(c) for c in options.connections.split(",")]
+    if max(connection_counts) * 2 > options.users:
+        raise BenchError("--users must be at least twice the connections, so that no user "
+                         "is asked twice at once")
+    if options.floor_only:
+        return run_floor_only(options, connection_counts)
     if shutil.which("wrk") is None:
         raise BenchError("wrk not found: apt-get install wrk")
     redis_server = shutil.which("redis-server")
     if redis_server is None:
         raise BenchError("redis-server not found: apt-get install redis-server")
-    if options.users % 2:
-        raise BenchError("--users must be even (each of the 2 wrk threads takes half)")
     if options.workers < 1:
         raise BenchError("--workers must be at least 1")
-    connection_counts = [int(c) for c in options.connections.split(",")]
-    if max(connection_counts) * 2 > options.users:
-        raise BenchError("--users must be at least twice the connections, so that no user "
-                         "is asked twice at once")
     python = sys.executable
     load_before = os.getloadavg()
     warmups: list[MarketRun] = []
     runs: list[MarketRun] = []
+    profiles: list[tuple[MarketRun, Profile]] = []
+    floors: list[FloorRun] = []
     with tempfile.TemporaryDirectory(prefix="stocking-bench-orders-") as tmp, \
             ExitStack() as stack:
         folder = Path(tmp)
@@ -577,6 +1122,7 @@ def run(options: argparse.Namespace) -> Outcome:
         engine = create_engine(database_url, isolation_level="AUTOCOMMIT", pool_size=2)
         stack.callback(engine.dispose)
         facts = server_facts(engine)
+        server_pids = server_pids_of(engine)
         users = add_users(engine, options.users)
         redis_port, api_port = free_port(), free_port()
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
@@ -607,10 +1153,11 @@ def run(options: argparse.Namespace) -> Outcome:
                   for user_id, email in users]
         meter = CpuMeter({
             "api": lambda: process_group(api_child.pid),
-            "mariadb": lambda: pids_named("mariadbd") or pids_named("mysqld"),
+            "mariadb": server_pids,
             "redis": lambda: [redis_child.pid],
             "fills": lambda: process_group(fills_child.pid),
         })
+        profile_files: list[Path] = []
 
         try:
             with fresh_quotes(ticks, MARKET_CODES):
@@ -630,6 +1177,20 @@ def run(options: argparse.Namespace) -> Outcome:
                         runs.append(market_run(base, tokens, meter, engine, api_log, name=name,
                                                mixed=mixed, connections=connections,
                                                duration_s=options.duration))
+                    if options.py_spy:
+                        print(f"market orders, {connections} connections: BUY under py-spy "
+                              "...", flush=True)
+                        workers = [pid for pid in process_group(api_child.pid)
+                                   if pid != api_child.pid]
+                        with profiled(options.py_spy, workers, options.duration, folder,
+                                      str(connections)) as files:
+                            profiled_run = market_run(
+                                base, tokens, meter, engine, api_log, name="BUY (py-spy)",
+                                mixed=False, connections=connections,
+                                duration_s=options.duration)
+                        warmups.append(profiled_run)  # counted, but not a measured run
+                        profiles.append((profiled_run, read_profile(files)))
+                        profile_files += files
                 for done in (*warmups, *runs):
                     answered_2xx += done.result.requests - done.result.non_2xx
                     in_flight_max += done.connections
@@ -638,7 +1199,13 @@ def run(options: argparse.Namespace) -> Outcome:
             ids = place_limit_orders(base, tokens, options.limit_orders)
             print("limit orders: filling ...", flush=True)
             limits = limit_fills(engine, ticks, ids, poll_s=options.poll_ms / 1000)
-            problems = check_database(engine, answered_2xx, in_flight_max)
+            if not options.no_floor:
+                floor_users = [(user_id, MARKET_CODES[index % len(MARKET_CODES)])
+                               for index, (user_id, _) in enumerate(users)]
+                floors = floor_runs(options, database_url, engine, floor_users,
+                                    connection_counts, server_pids)
+            problems = check_database(
+                engine, answered_2xx + sum(floor.committed for floor in floors), in_flight_max)
             for child, what in ((api_child, "gunicorn"), (fills_child, "the fills worker")):
                 if child.poll() is not None:
                     problems.append(f"{what} exited ({child.returncode})")
@@ -648,10 +1215,78 @@ def run(options: argparse.Namespace) -> Outcome:
         finally:
             if options.logs:
                 Path(options.logs).mkdir(parents=True, exist_ok=True)
-                for log in (api_log, fills_log):
-                    shutil.copy(log, Path(options.logs) / log.name)
+                for log in (api_log, fills_log, *profile_files):
+                    if log.exists():
+                        shutil.copy(log, Path(options.logs) / log.name)
     return Outcome(facts, load_before, len(users), first, warmups, runs, limits,
-                   fills_retries, problems, errors)
+                   fills_retries, problems, errors, floors, profiles)
+
+
+def report_floors(options: argparse.Namespace, outcome: Outcome) -> bool:
+    """The floor table, and each API BUY run's orders/s as a share of the floors; True if a
+    floor failed."""
+    failed = False
+    print()
+    print(f"floor: a market BUY's statements from a lean client (PyMySQL, no web framework; "
+          f"each connection its own users; {FLOOR_PROCESSES} client processes; "
+          f"{options.floor_warmup:g} s warm-up, {options.duration} s):")
+    for variant, what in FLOOR_VARIANTS.items():
+        print(f"  {variant}: {what}")
+    print(f"{'floor':<8} {'conns':>5} {'orders/s':>9} {'p50 ms':>7} {'p90 ms':>7} "
+          f"{'p99 ms':>7} {'errors':>6} {'stmts':>6}  CPU % of a core: mariadb / clients / "
+          "other; per order: mariadb, clients")
+    for floor in outcome.floors:
+        times = floor.latencies_ms or [0.0]
+        cpu = floor.cpu
+        orders = max(len(floor.latencies_ms), 1)
+        print(f"{floor.variant:<8} {floor.connections:>5} {floor.orders_per_s:>9,.0f} "
+              f"{percentile(times, 0.5):>7.2f} {percentile(times, 0.9):>7.2f} "
+              f"{percentile(times, 0.99):>7.2f} {len(floor.errors):>6} "
+              f"{floor.server['Questions'] / orders:>6.1f}  {cpu['mariadb']:.0f} / "
+              f"{cpu['clients']:.0f} / {cpu['other']:.0f}; {floor.per_order_us('mariadb'):,.0f} "
+              f"us, {floor.per_order_us('clients'):,.0f} us")
+        for error in Counter(floor.errors).most_common(3):
+            print(f"    error ({error[1]}x): {error[0][:300]}")
+        failed = failed or bool(floor.errors)
+    by_key = {(floor.variant, floor.connections): floor for floor in outcome.floors}
+    for run_ in outcome.runs:
+        if run_.name != "BUY":
+            continue
+        shares = [f"{run_.orders_per_s / base.orders_per_s:.0%} of the {variant} floor "
+                  f"({base.orders_per_s:,.0f}/s)"
+                  for variant in FLOOR_VARIANTS
+                  if (base := by_key.get((variant, run_.connections))) and base.orders_per_s]
+        if shares:
+            print(f"API BUY, {run_.connections} connections: {run_.orders_per_s:,.0f} orders/s"
+                  f" = {', '.join(shares)}")
+    noisy = max((floor.cpu["other"] for floor in outcome.floors), default=0.0)
+    if noisy > 10:
+        print(f"WARNING: up to {noisy:.0f}% of a core went to other processes during the "
+              "floors: the numbers are not clean")
+    return failed
+
+
+def report_profiles(outcome: Outcome) -> None:
+    """Each group's share of the samples, and that share of the workers' CPU per order. The
+    samples' own time can exceed the CPU: on a busy machine a thread preempted while holding
+    the GIL is still sampled."""
+    for run_, profile in outcome.profiles:
+        cpu_per_order = run_.cpu["api"] / 100 / max(run_.orders_per_s, 1) * 1e6
+        sampled_per_order = profile.samples / PROFILE_HZ * 1e6 / max(run_.result.requests, 1)
+        total = max(profile.samples, 1)
+        print()
+        print(f"py-spy, both workers, {run_.connections} connections, BUY "
+              f"({run_.orders_per_s:,.0f} orders/s while profiled, {cpu_per_order:,.0f} us of "
+              f"the workers' CPU per order): {profile.samples} samples holding the GIL "
+              f"({sampled_per_order:,.0f} us per order)")
+        for group, samples in profile.groups.most_common():
+            print(f"  {group:<55} {samples / total:>6.1%}  "
+                  f"{samples / total * cpu_per_order:>6,.0f} us of CPU per order")
+        print("  inclusive:")
+        for label, *_ in PROFILE_SPANS:
+            samples = profile.spans[label]
+            print(f"  {label:<66} {samples / total:>6.1%}  "
+                  f"{samples / total * cpu_per_order:>6,.0f} us")
 
 
 def report(options: argparse.Namespace, outcome: Outcome) -> int:
@@ -660,11 +1295,32 @@ def report(options: argparse.Namespace, outcome: Outcome) -> int:
     print()
     print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} at the start; "
           f"{outcome.facts}")
+    first = outcome.first
+    if first is not None:
+        failed = report_api(options, outcome, first) or failed
+    if outcome.floors:
+        failed = report_floors(options, outcome) or failed
+    report_profiles(outcome)
+    print()
+    for line, times in outcome.errors.most_common(10):
+        print(f"log ({times}x): {line[:300]}")
+    for problem in outcome.problems:
+        print(f"CHECK FAILED: {problem}")
+    if not outcome.problems:
+        print("checks: every 2xx answer (and floor order) is a market order in SQL, all FILLED; "
+              "limit orders FILLED; cash = ledger, holds = live orders, positions and filled "
+              "quantities = fills")
+    print("FAILED" if failed else "OK")
+    return 1 if failed else 0
+
+
+def report_api(options: argparse.Namespace, outcome: Outcome, first: FirstOrders) -> bool:
+    """The API runs' tables; True if something failed."""
+    failed = False
     print(f"Gunicorn {options.workers} Uvicorn workers; {outcome.users} users; "
           f"wrk -t2 (-t1 for 1 connection) -d{options.duration}s after a 2 s warm-up; "
           "quotes re-published every 1 s"
           + "".join(f"; {setting}" for setting in options.api_env))
-    first = outcome.first
     print()
     print(f"first orders (one market BUY per user, {options.connections.split(',')[0]} at a "
           f"time, each opening a position): {sum(first.statuses.values())} in "
@@ -707,41 +1363,34 @@ def report(options: argparse.Namespace, outcome: Outcome) -> int:
         verdict = "target met" if run_.meets_target else "target NOT met"
         print(f"target (>= {TARGET_RPS} orders/s with p99 < {TARGET_P99_MS:.0f} ms), "
               f"{run_.name}, {run_.connections} connections: {verdict}")
-    print()
     limits = outcome.limits
-    one = limits.one_by_one_ms
-    print(f"limit orders (LIMIT BUY GTC, 1 share @ {LIMIT_PRICE:,}; ticks @ {LIMIT_PRICE:,}); "
-          f"fills seen by polling SQL, {options.poll_ms:g} ms between polls (a poll took "
-          f"{limits.poll_cost_ms:.2f} ms on average)")
-    print(f"  one tick at a time, tick write -> order FILLED: n={len(one)}, "
-          f"p50 {percentile(one, 0.5):.2f} ms, p90 {percentile(one, 0.9):.2f} ms, "
-          f"p99 {percentile(one, 0.99):.2f} ms, max {max(one):.2f} ms")
-    each = limits.burst_each_ms
-    span = limits.burst_last_ms - limits.burst_first_ms
-    rate = (limits.burst_orders - 1) / (span / 1000) if span > 0 else float("inf")
-    print(f"  one tick for {limits.burst_orders} orders: first fill after "
-          f"{limits.burst_first_ms:.2f} ms, last after {limits.burst_last_ms:.2f} ms "
-          f"({rate:,.0f} fills/s in between); per order p50 {percentile(each, 0.5):.2f} ms, "
-          f"p99 {percentile(each, 0.99):.2f} ms")
-    print(f"  fills worker deadlock retries: {outcome.fills_retries}")
-    print()
-    for line, times in outcome.errors.most_common(10):
-        print(f"log ({times}x): {line[:300]}")
-    for problem in outcome.problems:
-        print(f"CHECK FAILED: {problem}")
-    if not outcome.problems:
-        print("checks: every 2xx answer is a market order in SQL, all FILLED; limit orders "
-              "FILLED; cash = ledger, holds = live orders, positions and filled quantities = "
-              "fills")
-    print("FAILED" if failed else "OK")
-    return 1 if failed else 0
+    if limits is not None:
+        print()
+        one = limits.one_by_one_ms
+        print(f"limit orders (LIMIT BUY GTC, 1 share @ {LIMIT_PRICE:,}; ticks @ "
+              f"{LIMIT_PRICE:,}); fills seen by polling SQL, {options.poll_ms:g} ms between "
+              f"polls (a poll took {limits.poll_cost_ms:.2f} ms on average)")
+        print(f"  one tick at a time, tick write -> order FILLED: n={len(one)}, "
+              f"p50 {percentile(one, 0.5):.2f} ms, p90 {percentile(one, 0.9):.2f} ms, "
+              f"p99 {percentile(one, 0.99):.2f} ms, max {max(one):.2f} ms")
+        each = limits.burst_each_ms
+        span = limits.burst_last_ms - limits.burst_first_ms
+        rate = (limits.burst_orders - 1) / (span / 1000) if span > 0 else float("inf")
+        print(f"  one tick for {limits.burst_orders} orders: first fill after "
+              f"{limits.burst_first_ms:.2f} ms, last after {limits.burst_last_ms:.2f} ms "
+              f"({rate:,.0f} fills/s in between); per order p50 {percentile(each, 0.5):.2f} "
+              f"ms, p99 {percentile(each, 0.99):.2f} ms")
+        print(f"  fills worker deadlock retries: {outcome.fills_retries}")
+    return failed
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
+    parser.add_argument("--duration", type=int, default=10,
+                        help="seconds per wrk run and per floor run (10)")
     parser.add_argument("--connections", default="20",
-                        help="wrk connections, comma-separated for several runs (20)")
+                        help="wrk connections, comma-separated for several runs (20); the "
+                             "floors run with as many connections")
     parser.add_argument("--workers", type=int, default=2, help="Gunicorn workers (2)")
     parser.add_argument("--users", type=int, default=200, help="users placing orders (200)")
     parser.add_argument("--limit-orders", type=int, default=200,
@@ -753,13 +1402,25 @@ def main() -> int:
     parser.add_argument("--api-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for Gunicorn and the fills worker (repeatable), e.g. "
                              "DATABASE_POOL_SIZE=40")
-    parser.add_argument("--logs", help="copy the Gunicorn and fills worker logs to this folder")
+    parser.add_argument("--logs", help="copy the Gunicorn and fills worker logs (and py-spy's "
+                                       "stacks) to this folder")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the floors that follow the API runs")
+    parser.add_argument("--floor-only", action="store_true",
+                        help="only the floors: no Gunicorn, no Redis, no wrk")
+    parser.add_argument("--floor-warmup", type=float, default=2.0,
+                        help="seconds of each floor run before the measured window (2)")
+    parser.add_argument("--py-spy", metavar="PATH",
+                        help="py-spy binary: after each connection count's runs, one more BUY "
+                             "run with both workers recorded, and the profile grouped")
     options = parser.parse_args()
     if options.limit_orders < 2:  # one filled alone, then a burst of the rest
         parser.error("--limit-orders must be at least 2")
+    if options.floor_only and options.no_floor:
+        parser.error("--floor-only and --no-floor exclude each other")
     try:
         return report(options, run(options))
-    except (BenchError, subprocess.CalledProcessError) as exc:
+    except (BenchError, subprocess.CalledProcessError, threading.BrokenBarrierError) as exc:
         print(f"bench_orders: {exc}", file=sys.stderr)
         return 2
 

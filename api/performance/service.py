@@ -103,7 +103,6 @@ class DailyPoint:
     unpriced_positions: int
     late: bool = False
     live: bool = False
-    priced_at: datetime | None = None  # when a snapshot was valued; None: the live point
     resets: int = 0  # portfolio resets since the previous point
 
     @property
@@ -168,8 +167,7 @@ def max_drawdown_pct(points: Sequence[Step]) -> Decimal | None:
 POINT_COLUMNS = (AccountSnapshot.day, AccountSnapshot.equity, AccountSnapshot.cash,
                  AccountSnapshot.market_value, AccountSnapshot.base_equity,
                  AccountSnapshot.net_flows, AccountSnapshot.realized_pnl, AccountSnapshot.fees,
-                 AccountSnapshot.taxes, AccountSnapshot.unpriced_positions, AccountSnapshot.late,
-                 AccountSnapshot.priced_at)
+                 AccountSnapshot.taxes, AccountSnapshot.unpriced_positions, AccountSnapshot.late)
 
 
 def daily_points(session: Session, user_id: int, after: date | None = None,
@@ -194,7 +192,7 @@ def daily_points(session: Session, user_id: int, after: date | None = None,
             base_equity=row.base_equity, net_flows=row.net_flows,
             realized_pnl=row.realized_pnl, realized_pnl_day=row.realized_pnl - realized,
             fees=row.fees, taxes=row.taxes, unpriced_positions=row.unpriced_positions,
-            late=bool(row.late), priced_at=row.priced_at))
+            late=bool(row.late)))
         realized = row.realized_pnl
     return points
 
@@ -217,21 +215,32 @@ def since_last_snapshot(session: Session, user_id: int) -> SinceLastSnapshot:
 
 @dataclass(frozen=True)
 class ResetTimes:
-    """When the account was reset (api.portfolios.reset), oldest first, and when the snapshot
-    before a period's first point was valued (None: there is none, or no period)."""
+    """When the account was reset (api.portfolios.reset), oldest first; and, only when it was,
+    when each snapshot of the period was valued (`valued`, by day) and the one before the
+    period (`valued_before`; None: there is none, or no period). Read apart from the points:
+    most accounts were never reset, and parsing 245 more DATETIMEs costs 2 ms a year
+    (docs/BENCHMARKS.md, "Performance history and statistics")."""
 
     times: list[datetime]
+    valued: dict[date, datetime]
     valued_before: datetime | None
 
 
 def reset_times(session: Session, user_id: int, after: date | None) -> ResetTimes:
     times = list(session.scalars(select(PortfolioReset.reset_at).where(
         PortfolioReset.account_id == user_id).order_by(PortfolioReset.reset_at)))
-    valued_before = None if after is None or not times else session.scalar(
-        select(AccountSnapshot.priced_at).where(AccountSnapshot.user_id == user_id,
-                                                AccountSnapshot.day <= after)
-        .order_by(AccountSnapshot.day.desc()).limit(1))
-    return ResetTimes(times, valued_before)
+    if not times:
+        return ResetTimes([], {}, None)
+    mine = AccountSnapshot.user_id == user_id
+    query = select(AccountSnapshot.day, AccountSnapshot.priced_at).where(mine)
+    valued_before = None
+    if after is not None:
+        query = query.where(AccountSnapshot.day > after)
+        valued_before = session.scalar(
+            select(AccountSnapshot.priced_at).where(mine, AccountSnapshot.day <= after)
+            .order_by(AccountSnapshot.day.desc()).limit(1))
+    valued = {row.day: row.priced_at for row in session.execute(query)}
+    return ResetTimes(times, valued, valued_before)
 
 
 def marked(points: list[DailyPoint], resets: ResetTimes) -> list[DailyPoint]:
@@ -243,7 +252,7 @@ def marked(points: list[DailyPoint], resets: ResetTimes) -> list[DailyPoint]:
     out = []
     since = resets.valued_before
     for point in points:
-        upto = point.priced_at
+        upto = None if point.live else resets.valued[point.day]
         count = sum(1 for at in resets.times
                     if (since is None or at > since) and (upto is None or at <= upto))
         out.append(replace(point, resets=count) if count else point)
@@ -260,8 +269,8 @@ def _history_points(session: Session, user_id: int, after: date | None
 # --- the request ---------------------------------------------------------------------------------
 
 
-async def history(resources: Resources, user_id: int, period: Period,
-                  timeframe: Timeframe) -> HistoryOut:
+async def history_points(resources: Resources, user_id: int,
+                         period: Period) -> list[DailyPoint]:
     """The points of the period, then today's live point: the equity now, valued as GET
     /api/v1/portfolio values it, against the latest snapshot."""
     today = resources.calendar.day_of(resources.clock()).date
@@ -280,7 +289,12 @@ async def history(resources: Resources, user_id: int, period: Period,
             taxes=-since.ledger.get(LedgerType.TAX.value, 0),
             unpriced_positions=sum(p.last_price is None for p in now.open_positions),
             live=True))
-    points = marked(points, resets)
+    return marked(points, resets)
+
+
+async def history(resources: Resources, user_id: int, period: Period,
+                  timeframe: Timeframe) -> HistoryOut:
+    points = await history_points(resources, user_id, period)
     index = growth_index(points)
     return HistoryOut(
         period=period.value, timeframe=timeframe.value,

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from api.ledger.service import get_account
 from api.models import RESET_CLOSING_REASON, Fill, Order, PortfolioReset
-from api.performance.service import Timeframe, history
+from api.performance.service import history_points, max_drawdown_pct, total_return_pct
 from api.resources import Resources
 from api.stats.figures import FillRow, TradingFigures
 from api.stats.periods import Period, Window
@@ -64,7 +64,8 @@ async def stats(resources: Resources, user_id: int, period: Period) -> StatsOut:
     now = resources.clock()
     trading = await resources.db.read(trading_history, user_id, period, now)
     catalog = await resources.instruments.snapshot()
-    performance = await history(resources, user_id, period, Timeframe.DAY)
+    # The history's points, not its answer: two figures of it are needed here.
+    points = await history_points(resources, user_id, period)
 
     def name_of(code: str) -> str | None:
         info = catalog.get(code)
@@ -73,5 +74,5 @@ async def stats(resources: Resources, user_id: int, period: Period) -> StatsOut:
     return StatsOut.of(TradingFigures.of(trading.fills, trading.window),
                        orders_placed=trading.orders_placed, resets=trading.resets, now=now,
                        name_of=name_of,
-                       total_return_pct=performance.return_pct,
-                       max_drawdown_pct=performance.max_drawdown_pct)
+                       total_return_pct=total_return_pct(points),
+                       max_drawdown_pct=max_drawdown_pct(points))

@@ -414,7 +414,10 @@ def test_the_job_rides_out_a_redis_outage(client: TestClient, real_redis_server:
         store = real_redis_server.client()
         price(store, 51_000)
         clock.now = after_close(0)
-        wait_until(lambda: snapshot_count(client) > 0)
+        # Monday's, whose quote was written before it was due. (A worker back between the
+        # restart and that write may first take Friday's close, due at 15:00 on a first run,
+        # without the quote: seen under CI's load. That is right, and not what this checks.)
+        wait_until(lambda: day(0) in snapshot_days(client))
     finally:
         worker.stopping.set()
         runner.join(timeout=15)
@@ -424,7 +427,7 @@ def test_the_job_rides_out_a_redis_outage(client: TestClient, real_redis_server:
     # 8,999,850 + 20 x 51,000 = 10,019,850: priced at the quote written after the restart.
     equity, unpriced, late = database(client).call(lambda s: s.execute(
         select(AccountSnapshot.equity, AccountSnapshot.unpriced_positions, AccountSnapshot.late)
-        .where(AccountSnapshot.equity != 10_000_000)).one())
+        .where(AccountSnapshot.day == day(0), AccountSnapshot.equity != 10_000_000)).one())
     assert (equity, unpriced, late) == (10_019_850, 0, False)
 
 

@@ -418,11 +418,16 @@ async def test_a_slow_client_is_closed_and_others_are_unaffected(
         await fast.send('{"op": "subscribe", "channel": "quotes", "codes": ["A000001"]}')
         await receive_until(fast, of_type("snapshot"))
         closed, price = 0.0, 1000
-        async with asyncio.timeout(scaled(30)):
+        # Several rounds of 50 updates between two looks at the metrics: the slow client's
+        # socket buffers (the server's send buffer grows to megabytes) fill in fewer turns of
+        # this loop, each of which costs a metrics scrape (once too slow for 30 s under CI's
+        # load).
+        async with asyncio.timeout(scaled(60)):
             while closed == 0.0:
-                price += 1
-                publish_ticks(store, *(make_quote(code, price=price, base=1000)
-                                       for code in codes))
+                for _ in range(5):
+                    price += 1
+                    publish_ticks(store, *(make_quote(code, price=price, base=1000)
+                                           for code in codes))
                 update = await receive_until(fast, of_type("update"))
                 assert update["data"]["code"] == "A000001"
                 closed = metric(await httpx_metrics(server),

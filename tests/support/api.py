@@ -17,7 +17,12 @@ from api.db import Database
 from api.errors import PROBLEM_JSON
 from api.models import Role
 from api.settings import ApiSettings
-from tests.support.env import API_REDIS_TIMEOUT_S, scaled
+from tests.support.env import (
+    API_REDIS_TIMEOUT_S,
+    DATABASE_DEADLINE_S,
+    DATABASE_READ_TIMEOUT_S,
+    scaled,
+)
 from tests.support.tokens import bearer
 
 # The admin account the test app ensures at start (tests/api/conftest.py api_settings).
@@ -35,8 +40,10 @@ def app_settings(redis_url: str, database_url: str, **overrides: Any) -> ApiSett
         # The cheap hash: hundreds of registrations and logins cost seconds, not minutes. The
         # standard profile is exercised in tests/api/test_auth.py.
         "password_hash_profile": PasswordProfile.TESTS_ONLY,
-        # Bursts of 20-50 concurrent requests share one event loop here (see the constant).
+        # Bursts of 20-50 concurrent requests share one event loop here (see the constants).
         "api_redis_timeout_s": API_REDIS_TIMEOUT_S,
+        "database_deadline_s": DATABASE_DEADLINE_S,
+        "database_read_timeout_s": DATABASE_READ_TIMEOUT_S,
     }
     return ApiSettings(redis_url=redis_url, database_url=database_url, **{**fields, **overrides})
 

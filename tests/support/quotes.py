@@ -36,12 +36,16 @@ def put(store: redis.Redis, quote: Quote) -> None:
 
 def publish_ticks(store: redis.Redis, *quotes: Quote) -> list[str]:
     """Write trade prints exactly as the relayer does (its Lua script: latest quote, channel,
-    stream entry); returns the new stream entry ids."""
+    stream entry); returns the stream entry ids of these prints (not of a relayer's that runs
+    beside: seen in a platform test under load)."""
     before: Any = store.xrevrange(NAMES.tick_stream, count=1)
     keys = [NAMES.tick_stream, *(NAMES.quote(q.code) for q in quotes)]
+    written = [q.to_json() for q in quotes]
     args: list[Any] = [str(QUOTE_TTL_S), str(STREAM_MAXLEN), STREAM_QUOTE_FIELD,
-            str(len(NAMES.quote(""))), NAMES.tick_channel(""), *(q.to_json() for q in quotes)]
+            str(len(NAMES.quote(""))), NAMES.tick_channel(""), *written]
     store.eval(WRITE_TICKS, len(keys), *keys, *args)
     start = f"({before[0][0].decode()}" if before else "-"
     entries: Any = store.xrange(NAMES.tick_stream, min=start)
-    return [entry_id.decode() for entry_id, _ in entries]
+    ours = set(written)
+    return [entry_id.decode() for entry_id, fields in entries
+            if fields[STREAM_QUOTE_FIELD.encode()] in ours]
