@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from api.auth.deps import CurrentUser
-from api.deps import ResourcesDep
+from api.deps import ResourcesDep, resources_of
 from api.openapi import problems
 from api.quotes import service
 from api.quotes.schemas import DaemonHealthOut, QuoteOut, QuotesOut
@@ -27,14 +27,20 @@ _INVALID_CODE = "`invalid_code`: not an instrument code"
 @router.get(
     "/stock/{code}",
     response_model=None,
+    # 503 stated here: the route takes its resources from the request, not from ResourcesDep
+    # (which api.openapi reads as "uses a store").
     responses={200: {"model": QuoteOut},
-               **problems({404: "`quote_not_found`", 422: _INVALID_CODE})},
+               **problems({404: "`quote_not_found`", 422: _INVALID_CODE,
+                           503: "`redis_unavailable`: Redis is unreachable or too slow; retry "
+                                "after `Retry-After` seconds"})},
     summary="Latest quote of one instrument",
 )
-async def get_quote(code: str, resources: ResourcesDep, _user: CurrentUser) -> Response:
+async def get_quote(code: str, request: Request, _user: CurrentUser) -> Response:
     """`code` is `A005930` or a bare `005930`. `stale` is true when the quote is older than
     QUOTE_MAX_AGE_S (market closed, instrument halted, relayer down)."""
-    return Response(await service.quote_json(resources, code), media_type=JSON)
+    # The resources from the request rather than a dependency: each dependency FastAPI resolves
+    # costs ~20 us, a tenth of this route's own time (docs/BENCHMARKS.md, "API").
+    return Response(await service.quote_json(resources_of(request), code), media_type=JSON)
 
 
 @router.get(

@@ -1,11 +1,14 @@
 """Reading what the relayer wrote: latest quotes and the relayer's health.
 
 Quotes are read from `NS:quote:{code}` (one GET, or one MGET for several) and passed through as
-the relayer's JSON with `age_s` and `stale` added: decoding with orjson and encoding again is a
-few microseconds, where validating through pydantic would cost more than the Redis round trip
-(docs/ARCHITECTURE.md, "Targets": the single-quote read must run at half a bare route's
-rate). For the same reason a single-quote read is memoised per worker for QUOTE_CACHE_TTL_S
-(api.quotes.cache).
+the relayer's JSON with the instrument, the day's limits, `age_s`, the session and `stale` added:
+decoding with orjson and encoding again is a few microseconds, where validating through pydantic
+would cost more than the Redis round trip (docs/ARCHITECTURE.md, "Targets": the single-quote
+read runs at a set share of a bare route's rate). For the same reason the single-quote read,
+the hottest route, goes further (docs/BENCHMARKS.md, "API"): it is memoised per worker for
+QUOTE_CACHE_TTL_S (api.quotes.cache), the memo keeps the quote checked and encoded, and an
+answer is spliced from those bytes (`QuoteContext.answer`); the calendar is asked once per
+session span, not once per read (`SessionSpan`).
 
 A quote's `stale` is judged against the market calendar (`Resources.calendar`): while nothing
 prints (closed, an auction collecting orders), the quote of the last print is what there is, not
@@ -30,6 +33,7 @@ from api.errors import NotFound, Unprocessable
 from api.instruments.catalog import CatalogSnapshot, InstrumentInfo
 from api.instruments.codes import checked_code, unique_codes
 from api.market.rules import PriceBand, day_base, day_start
+from api.quotes.cache import StoredQuote
 from api.quotes.schemas import DaemonHealthOut
 from api.resources import Resources
 from relayer.bus import BusNames, MalformedQuote, RelayerHealth, as_text, decode_quote
@@ -107,41 +111,100 @@ class MarketMoment:
         return self.printed_until - max(received, self.printing_since) > max_age_s
 
 
-def market_moment(calendar: MarketCalendar, now: datetime) -> MarketMoment:
-    """The calendar's session at `now` and the last span it printed in. Once per request."""
+@dataclass(frozen=True, slots=True)
+class SessionSpan:
+    """What the calendar answers for every moment from `starts` to `ends` (epoch seconds, `ends`
+    not included): a calendar's session, its trading day and its last close change only at the
+    boundaries of its days (opening auction, open, closing auction, close), so a process asks it
+    once per span (`quote_context`) rather than on every quote read."""
+
+    calendar: MarketCalendar
+    starts: float
+    ends: float
+    session: Session
+    printing_since: float
+    printed_until: float | None  # None: `now`, while trading continuously
+    day_start: datetime  # api.market.rules.day_start
+
+    def moment(self, now: float) -> MarketMoment:
+        until = now if self.printed_until is None else self.printed_until
+        return MarketMoment(now, self.session, self.printing_since, until)
+
+
+def session_span(calendar: MarketCalendar, now: datetime) -> SessionSpan:
+    """The span of the calendar's answers around `now`, and those answers."""
+    day = calendar.day_of(now)  # the day whose hours contain `now`, else the next one
     session = calendar.session_at(now)
+    bounds = (day.auction_start, day.open, day.closing_auction_start, day.close)
+    # Before the day's opening auction: closed since the previous close.
+    starts = max((bound for bound in bounds if bound <= now),
+                 default=calendar.previous_close(now))
+    ends = min(bound for bound in bounds if bound > now)
+    since, until = -math.inf, None
     if session is Session.CONTINUOUS:
-        day = calendar.day_of(now)
         # A day with an opening auction starts with its print, a moment after the open;
         # `always_open` has none: the previous day's quotes age on across its boundary.
-        since = day.open.timestamp() if day.auction_start < day.open else -math.inf
-        return MarketMoment(now.timestamp(), session, since, now.timestamp())
-    if session is Session.CLOSING_AUCTION:
-        until = calendar.day_of(now).closing_auction_start  # continuous trading ended there
+        if day.auction_start < day.open:
+            since = day.open.timestamp()
+    elif session is Session.CLOSING_AUCTION:
+        until = day.closing_auction_start.timestamp()  # continuous trading ended there
     else:  # closed, or the opening auction: the previous day's closing print was the last
-        until = calendar.previous_close(now)
-    return MarketMoment(now.timestamp(), session, -math.inf, until.timestamp())
+        until = calendar.previous_close(now).timestamp()
+    return SessionSpan(calendar, starts.timestamp(), ends.timestamp(), session, since, until,
+                       day_start(calendar, now))
+
+
+def market_moment(calendar: MarketCalendar, now: datetime) -> MarketMoment:
+    """The calendar's session at `now` and the last span it printed in."""
+    return session_span(calendar, now).moment(now.timestamp())
+
+
+# The fields an answer adds to the stored quote, after its own.
+ANSWER_FIELDS = frozenset({"name", "market", "lower_limit", "upper_limit", "age_s",
+                           "market_session", "stale"})
+
+
+def _day_fields(quote: dict[str, Any], instrument: InstrumentInfo | None,
+                day_start: datetime) -> dict[str, Any]:
+    """The quote's instrument name and market, and the day's price limits (the band orders are
+    checked against: the instrument's limits around the day's base, on its grid). Name and
+    market are null for a code the master lacks, or before this process has loaded the master
+    (quote reads never wait for the database). They change at most once a day."""
+    base = day_base(quote["price"], quote["base"], datetime.fromisoformat(quote["ts"]),
+                    day_start)
+    band = PriceBand.around(base, STOCK if instrument is None else instrument.price_rules)
+    return {"name": None if instrument is None else instrument.name,
+            "market": None if instrument is None else instrument.market.value,
+            "lower_limit": band.lower, "upper_limit": band.upper}
+
+
+def _moment_fields(received: float | None, market: MarketMoment,
+                   max_age_s: float) -> dict[str, Any]:
+    """`age_s`, the calendar's session now and `stale`, as of `market`."""
+    age = None if received is None else max(market.now - received, 0.0)
+    return {"age_s": None if age is None else round(age, 3),
+            "market_session": market.session.value,
+            "stale": market.stale(received, max_age_s)}
 
 
 def _aged(quote: dict[str, Any], received: float | None, market: MarketMoment,
           max_age_s: float, instrument: InstrumentInfo | None,
           day_start: datetime) -> dict[str, Any]:
-    """The quote with its instrument's name and market, the day's price limits (the band
-    orders are checked against: the instrument's limits around the day's base, on its grid),
-    `age_s`, the calendar's session now and `stale` as of `market` (a new dict: `quote` may be
-    cached). Name and market are null for a code the master lacks, or before this process has
-    loaded the master (quote reads never wait for the database)."""
-    base = day_base(quote["price"], quote["base"], datetime.fromisoformat(quote["ts"]),
-                    day_start)
-    band = PriceBand.around(base, STOCK if instrument is None else instrument.price_rules)
-    age = None if received is None else max(market.now - received, 0.0)
-    return {**quote,
-            "name": None if instrument is None else instrument.name,
-            "market": None if instrument is None else instrument.market.value,
-            "lower_limit": band.lower, "upper_limit": band.upper,
-            "age_s": None if age is None else round(age, 3),
-            "market_session": market.session.value,
-            "stale": market.stale(received, max_age_s)}
+    """The quote as the API answers it: with its day's fields and its age as of `market` (a
+    new dict: `quote` may be cached)."""
+    return {**quote, **_day_fields(quote, instrument, day_start),
+            **_moment_fields(received, market, max_age_s)}
+
+
+def stored_quote(quote: dict[str, Any]) -> StoredQuote:
+    """A checked quote made ready to be answered many times (QuoteContext.answer)."""
+    # orjson writes an object compactly and in insertion order, so the answer's dict
+    # ({**quote, added fields}) encodes as the quote's own bytes up to its closing brace, then
+    # the added fields: unless the quote has a field of an added one's name, which the added
+    # value replaces where it stands (a field the bus might add one day).
+    if not ANSWER_FIELDS.isdisjoint(quote):
+        return StoredQuote(quote, None)
+    return StoredQuote(quote, orjson.dumps(quote)[:-1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,20 +223,50 @@ class QuoteContext:
         return _aged(quote, epoch_s(quote.get("received_at")), self.market, self.max_age_s,
                      None if self.catalog is None else self.catalog.get(code), self.day_start)
 
+    def answer(self, code: str, stored: StoredQuote, received: float | None) -> bytes:
+        """`view` as JSON bytes (`received`: the quote's `received_at` in epoch seconds), the
+        very bytes `orjson.dumps(view)` gives, spliced rather than built: the stored quote's
+        bytes, its day's fields (encoded once a day per quote held), then its age, the session
+        and `stale`, the only work that depends on the moment."""
+        instrument = None if self.catalog is None else self.catalog.get(code)
+        if stored.head is None:
+            return orjson.dumps(_aged(stored.quote, received, self.market, self.max_age_s,
+                                      instrument, self.day_start))
+        day = stored.day
+        if day is None or day[0] is not instrument or day[1] != self.day_start:
+            fields = orjson.dumps(_day_fields(stored.quote, instrument, self.day_start))
+            day = stored.day = (instrument, self.day_start, fields[1:-1])
+        moment = orjson.dumps(_moment_fields(received, self.market, self.max_age_s))
+        return b"".join((stored.head, b",", day[2], b",", moment[1:]))
+
+
+class _LastSpan:
+    """The session span of this process's last quote context (one calendar per process; tests
+    swap theirs, hence the check of `calendar`)."""
+
+    span: SessionSpan | None = None
+
 
 def quote_context(resources: Resources) -> QuoteContext:
-    return QuoteContext(market_moment(resources.calendar, _now(resources)),
-                        day_start(resources.calendar, resources.clock()),
-                        resources.settings.quote_max_age_s, resources.instruments.cached())
-
-
-def _now(resources: Resources) -> datetime:
-    """`Resources.clock()` (what orders and the calendar answer by; tests set their own), at
-    the wall clock's precision when it is the wall clock: its default keeps whole seconds, as
-    the database does, and a quote's age is told in milliseconds."""
-    now = resources.clock()
+    # `Resources.clock()` is what orders and the calendar answer by (tests set their own); a
+    # quote's age is told at the wall clock's precision when it is the wall clock, whose
+    # default keeps whole seconds, as the database does.
+    clock = resources.clock()
+    at = clock.timestamp()
     wall = time.time()
-    return datetime.fromtimestamp(wall, UTC) if 0 <= wall - now.timestamp() < 1 else now
+    now = wall if 0 <= wall - at < 1 else at
+    calendar = resources.calendar
+    span = _LastSpan.span
+    # The day's start is the calendar's at `clock`, the session at `now`: one span must hold
+    # both (`at` <= `now`) for the span's answers to be the ones asked.
+    if span is None or span.calendar is not calendar or not span.starts <= at <= now < span.ends:
+        span = session_span(calendar, clock if now == at else datetime.fromtimestamp(now, UTC))
+        if not span.starts <= at:  # a boundary between the two (within the clock's second)
+            return QuoteContext(span.moment(now), day_start(calendar, clock),
+                                resources.settings.quote_max_age_s, resources.instruments.cached())
+        _LastSpan.span = span
+    return QuoteContext(span.moment(now), span.day_start, resources.settings.quote_max_age_s,
+                        resources.instruments.cached())
 
 
 async def quote_json(resources: Resources, code_text: str) -> bytes:
@@ -191,11 +284,12 @@ async def quote_json(resources: Resources, code_text: str) -> bytes:
                 "instrument subscribed? see /api/v1/admin/websocket/subscriptions)",
                 code="quote_not_found",
             )
+        stored, received = stored_quote(quote), epoch_s(quote.get("received_at"))
         if cache.enabled:
-            cache.put(code, quote, epoch_s(quote.get("received_at")), time.monotonic())
+            cache.put(code, stored, received, time.monotonic())
     else:
-        quote, _ = hit
-    return orjson.dumps(quote_context(resources).view(code, quote))
+        stored, received = hit
+    return quote_context(resources).answer(code, stored, received)
 
 
 def parse_codes(texts: list[str]) -> list[str]:

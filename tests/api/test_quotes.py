@@ -4,6 +4,7 @@ writes them (relayer.bus codecs, relayer.health's reporter)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, date, datetime, time, timedelta
 
 import orjson
@@ -13,14 +14,15 @@ from fastapi.testclient import TestClient
 from redis.asyncio import Redis
 
 from api.app import create_app
+from api.market.rules import day_start
 from api.models import Role
 from api.quotes.cache import QuoteCache
 from api.quotes.schemas import QuoteOut
-from api.quotes.service import market_moment
+from api.quotes.service import market_moment, quote_context
 from api.settings import ApiSettings
-from relayer.bus import ActiveSubscription, Quote, TopicTemplate, format_utc
+from relayer.bus import ActiveSubscription, Quote, TopicTemplate, decode_quote, format_utc
 from relayer.health import HealthReporter, RelayerStats
-from relayer.market_calendar import AlwaysOpen, Session
+from relayer.market_calendar import AlwaysOpen, Session, TradingDay
 from tests.conftest import RedisServer
 from tests.support.quotes import NAMES, make_quote, put
 from tests.support.tokens import bearer
@@ -358,3 +360,117 @@ def test_a_quote_at_night_is_the_last_close_not_a_failure(
     resources.clock = lambda: kst_at(MONDAY, 10)  # trading again: the quote has missed prints
     body = client.get(f"{BASE}/stock/A005930", headers=auth).json()
     assert (body["market_session"], body["stale"]) == ("CONTINUOUS", True)
+
+
+# --------------------------------------------------------------------------------------------
+# The single-quote read splices its answer from the stored bytes (QuoteContext.answer): the
+# same bytes as the dict every other quote read builds (QuoteContext.view), whatever the
+# stored quote holds, on the read from Redis and on the memo's repeats.
+
+TRADING_NOW = kst_at(MONDAY, 10)  # continuous trading, far from the wall clock: `now` is this
+
+
+def stored_json(code: str, received: datetime, **changes: object) -> bytes:
+    """The JSON of a quote of `code` as the relayer stores it, received (and traded) at
+    `received`, with `changes` over its fields (a new field, a null, or an unreadable value)."""
+    quote = dataclasses.replace(make_quote(code), ts=format_utc(received),
+                                received_at=format_utc(received, millis=True))
+    return orjson.dumps(orjson.loads(quote.to_json()) | changes)
+
+
+SPLICED = {
+    "fresh, with its stream entry": (
+        "A005930", stored_json("A005930", TRADING_NOW - timedelta(seconds=0.4),
+                               tick_id="1764000000000-0")),
+    "stale": ("A000660", stored_json("A000660", TRADING_NOW - timedelta(seconds=MAX_AGE_S + 1))),
+    "optional fields null": (
+        "A035420", stored_json("A035420", TRADING_NOW, trading_strength=None, session=None,
+                               exchange=None)),
+    "not in the master": ("A99999Z", stored_json("A99999Z", TRADING_NOW)),
+    "traded before the day began (limits around its price)": (
+        "A068270", stored_json("A068270", kst_at(FRIDAY, 15, 30, 0.2), price=72000)),
+    "received_at unreadable (age null, stale)": (
+        "A051910", stored_json("A051910", TRADING_NOW, received_at="soon")),
+    "fields the bus may add, with text to escape": (
+        "A207940", stored_json("A207940", TRADING_NOW, vi_active=True,
+                               note='"주의"\n\\ \u2028', depth={"bid": [1, 2.5, None]})),
+    "a field of an answer's name (replaced where it stands)": (
+        "A005380", stored_json("A005380", TRADING_NOW, name="old", stale="maybe")),
+    "written with spaces, in another order": (
+        "A000270", json.dumps(orjson.loads(stored_json("A000270", TRADING_NOW)), indent=1,
+                              sort_keys=True).encode()),
+}
+
+
+@pytest.mark.parametrize("case", list(SPLICED))
+def test_a_spliced_answer_is_the_dict_answer_byte_for_byte(
+        api_settings: ApiSettings, store: redis.Redis, case: str) -> None:
+    code, raw = SPLICED[case]
+    store.set(NAMES.quote(code), raw)
+    # A memo that outlives the test: the second read is answered from it.
+    settings = api_settings.model_copy(update={"quote_cache_ttl_s": 60.0,
+                                               "quote_max_age_s": MAX_AGE_S})
+    with TestClient(create_app(settings)) as client:
+        resources = client.app.state.resources  # type: ignore[attr-defined]
+        resources.calendar = WeekdayCalendar()
+        resources.clock = lambda: TRADING_NOW + timedelta(seconds=0.25)
+        resources.instruments.cached()  # the master as the answers will see it
+        expected = orjson.dumps(quote_context(resources).view(code, decode_quote(raw)))
+        answers = [client.get(f"{BASE}/stock/{code}", headers=bearer(settings))
+                   for _ in range(2)]
+    for answer in answers:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.content == expected
+    body = orjson.loads(expected)  # the documented shape, with the same values
+    assert QuoteOut.model_validate(body).model_dump() == {name: body.get(name)  # tick_id
+                                                          for name in QuoteOut.model_fields}
+
+
+@pytest.mark.parametrize("raw", [
+    b"not json", b"[1, 2]", b'{"code": "A005930"}',
+    stored_json("A005930", TRADING_NOW, price=0),
+    stored_json("A005930", TRADING_NOW, volume=True),
+    stored_json("A005930", TRADING_NOW, tick_id="latest"),
+])
+def test_a_malformed_stored_quote_is_answered_as_no_quote(
+        client: TestClient, store: redis.Redis, auth: dict[str, str], raw: bytes) -> None:
+    absent = client.get(f"{BASE}/stock/A005930", headers=auth)
+    assert absent.status_code == 404 and absent.json()["code"] == "quote_not_found"
+    store.set(NAMES.quote("A005930"), raw)
+    malformed = client.get(f"{BASE}/stock/A005930", headers=auth)
+    assert malformed.status_code == 404
+    assert malformed.headers["content-type"] == "application/problem+json"
+    assert malformed.json() == absent.json()
+    put(store, make_quote("A005930"))  # the relayer's next tick is answered at once
+    assert client.get(f"{BASE}/stock/A005930", headers=auth).status_code == 200
+
+
+class CountingCalendar(WeekdayCalendar):
+    """The test calendar, counting the days it is asked for."""
+
+    asked = 0
+
+    def day_of(self, moment: datetime) -> TradingDay:
+        self.asked += 1
+        return super().day_of(moment)
+
+
+def test_quote_contexts_ask_the_calendar_once_per_span_and_answer_as_if_every_time(
+        client: TestClient) -> None:
+    resources = client.app.state.resources  # type: ignore[attr-defined]
+    resources.calendar = calendar = CountingCalendar()
+    # Each boundary of a day, then back to a Sunday (a clock may go back), then forward again.
+    for boundary in (kst_at(MONDAY, 8, 30), kst_at(MONDAY, 9), kst_at(MONDAY, 15, 20),
+                     kst_at(MONDAY, 15, 30), kst_at(SUNDAY, 12), kst_at(MONDAY, 10)):
+        for offset in (-1, -0.001, 0, 0.001, 0.5, 1):
+            now = boundary + timedelta(seconds=offset)
+            resources.clock = lambda now=now: now
+            context = quote_context(resources)
+            assert context.market == market_moment(calendar, now), now
+            assert context.day_start == day_start(calendar, now), now
+    calendar.asked = 0
+    for second in range(100):  # within one span: the span already known
+        resources.clock = lambda second=second: kst_at(MONDAY, 10, 1, second / 10)
+        quote_context(resources)
+    assert calendar.asked == 0
