@@ -4,8 +4,9 @@ each through the ORM (api.fills.store.fill_from_tick); here it is one transactio
 statements whatever the number of orders, with SQLAlchemy Core and multi-row writes.
 
 Same rules, same rows, same guarantees as one order at a time:
-- Locks in the one global order (docs/TRADING.md, "Concurrency"): every account of the batch
-  (ascending user id, one `SELECT ... FOR UPDATE`), then every order (ascending id), then their
+- Locks in the one global order (docs/TRADING.md, "Money: the ledger and the invariants"):
+  every account of the batch (ascending user id, one `SELECT ... FOR UPDATE`), then every
+  order (ascending id), then their
   positions in the code, then the print's `trade_prints` row, last, once. Other transactions
   lock one user's account before anything else of that user, so none can hold a row of ours
   while waiting for an account we hold: no cycle.
