@@ -3,7 +3,7 @@ them (issue 16), in process, on MariaDB (or SQLite), with the worker's own code 
 else running.
 
 What runs (torn down at the end): a private `redis-server` on a free port, and a fresh MariaDB
-database `stocking_bench_fills_<random>` on the server at --mysql-url (migrated, dropped at the
+database `stocking_bench_<random>` on the server at --mysql-url (migrated, dropped at the
 end), or with --sqlite a migrated SQLite file. The worker is `api.fills.worker.FillsWorker` as
 `python -m api.fills` builds it (a 2-connection pool, the user-event publisher), stepped in
 this process.
@@ -50,10 +50,11 @@ from typing import Any
 
 import redis
 
-# A sibling script (scripts/ is on sys.path when this runs as a script); it also puts the
-# repository root on sys.path for the imports below.
+# Sibling scripts (scripts/ is on sys.path when this runs as a script); bench_support also puts
+# the repository root on sys.path for the imports below.
+from bench_orders import bench_database
 from bench_support import BenchError, RedisProcess, cpu_seconds, free_port, pids_named
-from sqlalchemy import Engine, create_engine, event, func, insert, make_url, select, text, update
+from sqlalchemy import Engine, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from api.db import Database, make_engine
@@ -266,23 +267,6 @@ def check(db: Database) -> list[str]:
 
 
 @contextmanager
-def mariadb_database(server_url: str) -> Any:
-    server = make_url(server_url)
-    name = f"stocking_bench_fills_{secrets.token_hex(4)}"
-    admin = create_engine(server)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    try:
-        url = server.set(database=name).render_as_string(hide_password=False)
-        upgrade(url, configure_logging=False)
-        yield url
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
-
-
-@contextmanager
 def redis_server(folder: str) -> Any:
     server = RedisProcess(folder, free_port())
     server.start()
@@ -329,7 +313,7 @@ def main() -> int:
                 url = f"sqlite:///{Path(folder) / 'stocking.db'}"
                 upgrade(url, configure_logging=False)
             else:
-                url = stack.enter_context(mariadb_database(options.mysql_url))
+                url = stack.enter_context(bench_database(options.mysql_url))
             client = stack.enter_context(redis_server(folder))
             publisher = EventPublisher(redis.Redis(port=client.connection_pool
                                                    .connection_kwargs["port"]), NAMES)
